@@ -1,0 +1,71 @@
+"""Losses over a candidate list with the positive at index 0 (ALGORITHMS.md §2, §3, §5.3, §5.4).
+
+All functions take logits of shape ``(B, 1 + N)`` and average over rows.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_cross_entropy(logits, neg_label=0.0):
+    """Cross-entropy against targets ``y_0 = 1, y_k = neg_label`` (not renormalised).
+
+    With ``neg_label = 0`` this is the usual softmax loss; with ``neg_label = beta``
+    it is Unbounded Label Smoothing, whose optimum puts each negative
+    ``log(1 / beta)`` below the positive.
+    """
+    logp = torch.log_softmax(logits, dim=-1)
+    loss = -logp[:, 0]
+    if neg_label:
+        loss = loss - neg_label * logp[:, 1:].sum(-1)
+    return loss.mean()
+
+
+def logistic_loss(logits, adversarial_temperature=None):
+    """Negative-sampling logistic loss, optionally self-adversarial (RotatE).
+
+    ``(L+ + L-) / 2`` with ``L- = -sum_k w_k log sigmoid(-s_k)``, ``w_k = 1 / N``
+    or, with a temperature ``a``, ``softmax_k(a * s_k)`` treated as a constant.
+    """
+    pos, neg = logits[:, 0], logits[:, 1:]
+    if adversarial_temperature is None:
+        neg_term = -F.logsigmoid(-neg).mean(-1)
+    else:
+        w = torch.softmax(adversarial_temperature * neg.detach(), dim=-1)
+        neg_term = -(w * F.logsigmoid(-neg)).sum(-1)
+    return 0.5 * (-F.logsigmoid(pos).mean() + neg_term.mean())
+
+
+def label_smoothing_loss(logits, epsilon=0.2):
+    """Cross-entropy with vanilla label smoothing over ``K = 1 + N`` classes (EMU App. M)."""
+    return F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long),
+                           label_smoothing=epsilon)
+
+
+def emu_combined_loss(vanilla, emu_logits, *, alpha, beta, n_negatives, normalize=True):
+    """EMU paper Eq. 12: ``L_emu(ULS) / N? + alpha * L_vanilla``.
+
+    Parameters
+    ----------
+    vanilla : Tensor
+        The vanilla loss value already computed on unmutated candidates.
+    emu_logits : Tensor of shape (B, 1 + N)
+        Logits against mutated negatives.
+    normalize : bool
+        Divide the EMU term by ``n_negatives`` as the reference code does
+        (not written in Eq. 12; without it the effective ``alpha`` shifts by ~N).
+    """
+    emu = soft_cross_entropy(emu_logits, beta)
+    if normalize:
+        emu = emu / n_negatives
+    return emu + alpha * vanilla
+
+
+def n3(factors, n_rows):
+    """N3 regulariser over the batch factors: ``sum |f|^3 / B`` (Lacroix et al. 2018)."""
+    return sum(f.abs().pow(3).sum() for f in factors) / n_rows
+
+
+def l3_full(model):
+    """"L3" over the whole entity and relation tables, as the RotatE/EMU code adds it."""
+    return model.entity.abs().pow(3).sum() + model.relation.abs().pow(3).sum()

@@ -1,0 +1,80 @@
+"""EMU (Embedding MUtation) and the MIXUP baseline (ALGORITHMS.md §5.1, §5.2, §5.5).
+
+Negatives arrive in the chunked layout of the trainer: ``C`` chunks of ``c``
+positives, each chunk sharing ``N`` negative embeddings (``c = 1`` is the
+reference's independent negatives). Masks are drawn per shared negative,
+shape ``(C, N, de)``, so for bilinear models the mutated scores are two matrix
+products instead of a ``(C, c, N, de)`` tensor:
+
+    q . (m * z_pos + (1 - m) * z_neg) = (q * z_pos) . m + q . ((1 - m) * z_neg)
+
+``mutation_ratio`` is the paper's ``n_P / d``: the probability that a
+coordinate is copied from the positive. The reference code's ``-if_EMU p`` is
+``1 - mutation_ratio``.
+"""
+
+import torch
+
+from .models._base import blocked
+
+
+def emu_mask(shape, mutation_ratio, generator, device):
+    """Boolean mask, True where the coordinate is copied from the positive."""
+    return torch.rand(shape, generator=generator, device=device) < mutation_ratio
+
+
+def mixup_weights(shape, generator, device):
+    """Beta(2, 1) weights of the negative (mean 2/3), by inverse CDF ``sqrt(u)``."""
+    return torch.rand(shape, generator=generator, device=device).sqrt_()
+
+
+def mutate(pos, neg, mask):
+    """Materialise mutated candidates.
+
+    Parameters
+    ----------
+    pos : Tensor of shape (C, c, de)
+        Positive (true) embeddings of the corrupted side.
+    neg : Tensor of shape (C, N, de)
+    mask : bool Tensor of shape (C, N, de)
+
+    Returns
+    -------
+    Tensor of shape (C, c, N, de)
+    """
+    # arithmetic blend rather than torch.where: torch.compile fuses its backward
+    # about twice as well on CPU
+    neg = neg.unsqueeze(1)
+    return neg + mask.to(neg.dtype).unsqueeze(1) * (pos.unsqueeze(2) - neg)
+
+
+def mutated_scores(model, q, pos, neg, mask, block=True):
+    """Scores ``(C, c, N)`` of the queries against EMU-mutated negatives.
+
+    Distance models materialise the mutated candidates, in cache-sized row
+    blocks unless ``block=False`` (for ``torch.compile``, which fuses instead).
+    """
+    if model.bilinear:
+        m = mask.to(neg.dtype)
+        return torch.bmm(q, (neg * (1.0 - m)).transpose(1, 2)) + torch.bmm(q * pos, m.transpose(1, 2))
+
+    def score(q, pos, neg, mask):
+        return model.match(q.unsqueeze(2), mutate(pos, neg, mask))
+
+    if not block:
+        return score(q, pos, neg, mask)
+    return blocked(score, q, neg, per_row=(pos,), per_chunk=(neg, mask))
+
+
+def mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam):
+    """Scores ``(C, c, N)`` against MIXUP negatives ``lam * neg + (1 - lam) * pos``.
+
+    ``lam`` has shape ``(C, N)``. Bilinear scores are linear in the candidate,
+    so they mix the already computed scores.
+    """
+    if model.bilinear:
+        lam = lam.unsqueeze(1)
+        return lam * neg_scores + (1.0 - lam) * pos_scores.unsqueeze(2)
+    lam = lam[:, None, :, None]
+    mixed = lam * neg.unsqueeze(1) + (1.0 - lam) * pos.unsqueeze(2)
+    return model.match(q.unsqueeze(2), mixed)

@@ -1,0 +1,79 @@
+"""Filtered ranking with realistic ties (ALGORITHMS.md §6, §11.1 items 10-11)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from kgestimator.evaluation import metrics_from_ranks, rank_triples, realistic_ranks
+from kgestimator.filtering import KnownTriples
+from kgestimator.models import MODELS
+
+
+def test_ties_give_realistic_rank():
+    scores = torch.tensor([[5.0, 5.0, 5.0]])
+    opt, pess, real = realistic_ranks(scores, torch.tensor([0]), torch.zeros(1, 3, dtype=torch.bool))
+    assert (opt.item(), pess.item(), real.item()) == (1, 3, 2.0)
+
+
+def test_filtered_candidates_never_affect_rank():
+    scores = torch.tensor([[1.0, 9.0, 8.0, 0.5]])
+    filt = torch.tensor([[False, True, False, False]])
+    *_, real = realistic_ranks(scores, torch.tensor([0]), filt)
+    assert real.item() == 2.0
+    # filtering the target itself is ignored: it always stays in the ranking
+    filt_target = torch.tensor([[True, True, False, False]])
+    *_, real = realistic_ranks(scores, torch.tensor([0]), filt_target)
+    assert real.item() == 2.0
+
+
+def test_nan_target_ranks_last():
+    scores = torch.tensor([[math.nan, 1.0, 2.0, 3.0]])
+    *_, real = realistic_ranks(scores, torch.tensor([0]), torch.zeros(1, 4, dtype=torch.bool))
+    assert real.item() == 4.0
+
+
+def test_known_triples_mask():
+    triples = torch.tensor([[0, 0, 1], [0, 0, 2], [3, 1, 2], [0, 1, 4]])
+    known = KnownTriples(triples, 5, 2)
+    m = known.mask(torch.tensor([0, 3, 2]), torch.tensor([0, 1, 0]), "tail")
+    assert m.tolist() == [[False, True, True, False, False],
+                          [False, False, True, False, False],
+                          [False] * 5]
+    mh = known.mask(torch.tensor([2]), torch.tensor([0]), "head")
+    assert mh.tolist() == [[True, False, False, False, False]]
+
+
+def test_rank_triples_matches_brute_force():
+    gen = torch.Generator().manual_seed(0)
+    for name in MODELS:
+        model = MODELS[name](30, 4, 8, generator=gen)
+        triples = torch.stack([torch.randint(30, (40,), generator=gen), torch.randint(4, (40,), generator=gen),
+                               torch.randint(30, (40,), generator=gen)], 1)
+        known = KnownTriples(triples, 30, 4)
+        for side in ("tail", "head"):
+            got = rank_triples(model, triples, known, side, batch_size=7)
+            want = []
+            with torch.no_grad():
+                for h, r, t in triples.tolist():
+                    ents = torch.arange(30)
+                    if side == "tail":
+                        s = model.score(model.entity[h], model.relation[r], model.entity[ents])
+                        target, others = t, {e for hh, rr, e in triples.tolist() if hh == h and rr == r}
+                    else:
+                        s = model.score(model.entity[ents], model.relation[r], model.entity[t])
+                        target, others = h, {e for e, rr, tt in triples.tolist() if tt == t and rr == r}
+                    keep = [e for e in range(30) if e == target or e not in others]
+                    st = s[target]
+                    higher = sum(1 for e in keep if e != target and s[e] > st)
+                    ties = sum(1 for e in keep if e != target and s[e] == st)
+                    want.append(1 + higher + ties / 2)
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, err_msg=f"{name} {side}")
+
+
+def test_metrics_from_ranks():
+    m = metrics_from_ranks([1, 2, 4, 20])
+    assert m["mrr"] == pytest.approx((1 + 0.5 + 0.25 + 0.05) / 4)
+    assert m["hits@1"] == 0.25 and m["hits@3"] == 0.5 and m["hits@10"] == 0.75
+    assert m["mr"] == pytest.approx(6.75)

@@ -1,0 +1,136 @@
+"""Each model against a hand-written formula; head-side and tail-side scoring agree."""
+
+import math
+
+import pytest
+import torch
+
+from kgestimator.models import MODELS
+
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    # exact comparisons with hand formulas need double precision; restore afterwards
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _tiny(name, dim=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    model = MODELS[name](5, 3, dim, gamma=6.0, generator=gen).double()
+    with torch.no_grad():
+        # move HAKE's modulus and bias off their initial constants so every term matters
+        model.relation.add_(0.3 * torch.randn(model.relation.shape, generator=gen, dtype=torch.float64))
+    return model
+
+
+def _reference(name, model, h, r, t):
+    """Scores written out coordinate by coordinate from ALGORITHMS.md §1."""
+    g, d, rho = 6.0, model.dim, model.rho
+    if name == "transe":
+        return g - sum(abs(h[i] + r[i] - t[i]) for i in range(d))
+    if name == "distmult":
+        return sum(h[i] * r[i] * t[i] for i in range(d))
+    if name == "complex":
+        hr, hi, rr, ri, tr, ti = h[:d], h[d:], r[:d], r[d:], t[:d], t[d:]
+        return sum(hr[i] * rr[i] * tr[i] + hi[i] * rr[i] * ti[i] + hr[i] * ri[i] * ti[i]
+                   - hi[i] * ri[i] * tr[i] for i in range(d))
+    if name == "rotate":
+        total = 0.0
+        for i in range(d):
+            theta = r[i] * math.pi / rho
+            hc, tc = complex(h[i], h[d + i]), complex(t[i], t[d + i])
+            total += abs(hc * complex(math.cos(theta), math.sin(theta)) - tc)
+        return g - total
+    if name == "hake":
+        pw, mw = float(model.phase_weight), float(model.modulus_weight)
+        phase = sum(abs(math.sin((h[i] + r[i] - t[i]) * math.pi / rho / 2)) for i in range(d))
+        sq = 0.0
+        for i in range(d):
+            mr = abs(r[d + i])
+            b = max(min(r[2 * d + i], 1.0), -mr)
+            sq += (h[d + i] * (mr + b) - t[d + i] * (1 - b)) ** 2
+        return g - (pw * phase + mw * math.sqrt(sq))
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_score_matches_hand_formula(name):
+    model = _tiny(name)
+    for h_id, r_id, t_id in [(0, 1, 2), (3, 0, 4), (1, 2, 1)]:
+        h, r, t = model.entity[h_id], model.relation[r_id], model.entity[t_id]
+        got = float(model.score(h, r, t).detach())
+        want = _reference(name, model, h.tolist(), r.tolist(), t.tolist())
+        assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_head_and_tail_side_agree(name):
+    model = _tiny(name)
+    h = model.entity[[0, 1, 2, 3]]
+    r = model.relation[[0, 1, 2, 0]]
+    t = model.entity[[4, 3, 2, 1]]
+    tail_side = model.match(model.query(h, r, "tail"), t)
+    head_side = model.match(model.query(t, r, "head"), h)
+    torch.testing.assert_close(tail_side, head_side, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("side", ["tail", "head"])
+def test_pairwise_equals_broadcast_match(name, side):
+    model = _tiny(name)
+    anchor = model.entity[torch.tensor([[0, 1, 2], [3, 4, 0]])]          # (C=2, c=3, de)
+    rel = model.relation[torch.tensor([[0, 1, 2], [2, 1, 0]])]
+    cand = model.entity[torch.tensor([[1, 2, 3, 4], [0, 0, 1, 2]])]     # (C=2, N=4, de)
+    q = model.query(anchor, rel, side)
+    fast = model.pairwise(q, cand)
+    slow = model.match(q.unsqueeze(2), cand.unsqueeze(1))
+    assert fast.shape == (2, 3, 4)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9)
+
+
+def test_rotate_phase_range_and_unit_modulus():
+    model = _tiny("rotate", dim=3)
+    rho = model.rho
+    with torch.no_grad():
+        model.relation[0] = torch.tensor([rho, -rho, 0.0])
+    # rotating 1 + 0i by phase pi gives -1: distance to -1 is zero
+    one = torch.tensor([1.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    q = model.query(one, model.relation[0], "tail")
+    torch.testing.assert_close(q[:3], torch.tensor([-1.0, -1.0, 1.0]), atol=1e-12, rtol=0)
+    modulus = torch.sqrt(q[:3] ** 2 + q[3:] ** 2)
+    torch.testing.assert_close(modulus, torch.ones(3))
+
+
+def test_hake_bias_clamp_and_finite_gradient():
+    model = _tiny("hake", dim=2)
+    d = 2
+    with torch.no_grad():
+        model.relation[0, d:2 * d] = torch.tensor([0.5, 0.5])
+        model.relation[0, 2 * d:] = torch.tensor([3.0, -2.0])   # above 1; below -|m_r|
+    h, t = model.entity[0], model.entity[1]
+    q = model.query(h, model.relation[0], "tail")
+    # packed as [phase, y, x]: x = 1 - b with b clamped to 1 and to -0.5
+    torch.testing.assert_close(q[2 * d:], torch.tensor([0.0, 1.5]))
+    s = model.score(h, model.relation[0], t)
+    s.backward()
+    assert torch.isfinite(model.relation.grad).all()
+
+
+def test_hake_initial_relation_modulus_and_bias():
+    model = MODELS["hake"](4, 2, 3, gamma=6.0)
+    assert torch.all(model.relation[:, 3:6] == 1.0)
+    assert torch.all(model.relation[:, 6:] == 0.0)
+    assert float(model.phase_weight) == pytest.approx(0.5 * model.rho)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_initialisation_range(name):
+    model = MODELS[name](50, 4, 10, gamma=8.0, generator=torch.Generator().manual_seed(1))
+    rho = (8.0 + 2.0) / 10
+    assert model.entity.abs().max() <= rho
+    assert model.entity.shape == (50, model.entity_factor * 10)
+    assert model.relation.shape == (4, model.relation_factor * 10)
