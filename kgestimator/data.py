@@ -133,13 +133,22 @@ def _shape_message(name, shape, n_columns):
             "(n_queries, 3) whose third (tail) column is ignored"
         )
     msg = f"{name} must be a 2-D array of shape {expected}; got shape {shape}"
+    if len(shape) == 2:
+        msg += f" (n_samples = {shape[0]}, n_features = {shape[1]})"
+        if shape[1] < 2:
+            msg += f": {shape[1]} feature(s) (shape={shape}) while a minimum of 2 is required."
     if len(shape) == 1 and shape[0] in (2, 3):
-        msg += ". For a single triple use np.reshape(X, (1, -1))"
+        msg += ". Reshape your data: for a single triple use np.reshape(X, (1, -1))"
     return msg
 
 
 def _as_array(X, name):
     """Turn any accepted container into a numpy array (not yet validated)."""
+    if hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(
+            f"{name}: sparse input is not supported; pass a dense (n_triples, 3) "
+            "array of labels"
+        )
     pd = sys.modules.get("pandas")
     if pd is not None and isinstance(X, pd.DataFrame):
         return _frame_to_array(X)
@@ -154,6 +163,8 @@ def _as_array(X, name):
             f"{type(X).__name__}"
         )
     if isinstance(X, np.ndarray):
+        if X.dtype.kind == "c":
+            raise ValueError(f"{name}: Complex data not supported as labels")
         return X
     if isinstance(X, (list, tuple)):
         # dtype=object keeps 1, "1" and 2.5 apart until they are validated;

@@ -152,12 +152,23 @@ def test_check_triples_value_errors(X, match):
         ([[b"a", "r", "b"]], "unsupported type bytes at row 0, column 0"),
         ([["a", "r", object()]], "unsupported type object"),
         (np.array([[b"a", b"r", b"b"]]), "byte strings"),
-        (np.zeros((1, 3), dtype=complex), "unsupported dtype complex"),
     ],
 )
 def test_check_triples_type_errors(X, match):
     with pytest.raises(TypeError, match=match):
         check_triples(X)
+
+
+def test_complex_labels_are_a_value_error():
+    # scikit-learn's estimator checks expect ValueError("Complex data not supported")
+    with pytest.raises(ValueError, match="Complex data not supported"):
+        check_triples(np.zeros((1, 3), dtype=complex))
+
+
+def test_sparse_input_is_refused():
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(TypeError, match="sparse input is not supported"):
+        check_triples(sparse.csr_matrix(np.ones((2, 3))))
 
 
 def test_check_triples_uses_name():

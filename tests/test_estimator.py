@@ -1,0 +1,188 @@
+"""KGEmbedder: fit/predict/score, validation messages, reproducibility, learning."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import FAST
+from kgestimator import KGEmbedder, make_kg
+from kgestimator.estimator import EMU_DEFAULTS
+
+
+def test_fit_returns_self_and_sets_fitted_attributes(kg):
+    est = KGEmbedder(**FAST, random_state=0)
+    assert est.fit(kg.train) is est
+    assert len(est.history_) == FAST["n_epochs"]
+    assert set(kg.train[:, 0]) <= set(est.entities_)
+    assert est.model_.entity.shape[0] == len(est.entities_)
+    assert est.n_iter_ == len(est.history_)
+
+
+@pytest.mark.parametrize("model", ["distmult", "complex", "transe", "rotate", "hake"])
+@pytest.mark.parametrize("emu", [False, True, "mixup", "ls_only"])
+def test_every_model_trains_with_every_emu_mode(kg, model, emu):
+    est = KGEmbedder(model=model, emu=emu, **{**FAST, "n_epochs": 2}, random_state=0).fit(kg.train)
+    losses = [h["loss"] for h in est.history_]
+    assert all(np.isfinite(losses))
+    assert 0.0 <= est.score(kg.test) <= 1.0
+
+
+def test_bernoulli_sampler_trains(kg):
+    est = KGEmbedder(sampler="bernoulli", **{**FAST, "n_epochs": 30}, random_state=0).fit(kg.train)
+    p = est.sampler_.head_prob_
+    assert p.shape == (len(est.relations_),) and torch.all((p >= 0) & (p <= 1))
+    chance = np.mean(1.0 / np.arange(1, len(est.entities_) + 1))
+    assert est.score(kg.test) > 3 * chance
+
+
+def test_learns_planted_patterns_far_above_chance():
+    kg = make_kg(random_state=1)
+    est = KGEmbedder(model="distmult", dim=32, n_negatives=64, batch_size=500, n_epochs=40,
+                     learning_rate=0.02, random_state=0).fit(kg.train, valid=kg.valid)
+    metrics = est.evaluate(kg.test)
+    chance = np.mean(1.0 / np.arange(1, len(est.entities_) + 1))
+    assert metrics["mrr"] > 10 * chance
+    assert metrics["hits@10"] > 0.5
+    assert metrics["n_triples"] == len(kg.test) and metrics["n_unknown"] == 0
+    assert set(metrics) >= {"mrr", "mr", "hits@1", "hits@3", "hits@10", "head", "tail"}
+
+
+def test_same_random_state_same_history_and_scores(kg):
+    a = KGEmbedder(**FAST, emu=True, random_state=7).fit(kg.train)
+    b = KGEmbedder(**FAST, emu=True, random_state=7).fit(kg.train)
+    assert [h["loss"] for h in a.history_] == [h["loss"] for h in b.history_]
+    np.testing.assert_array_equal(a.score_samples(kg.test), b.score_samples(kg.test))
+    c = KGEmbedder(**FAST, emu=True, random_state=8).fit(kg.train)
+    assert [h["loss"] for h in a.history_] != [h["loss"] for h in c.history_]
+
+
+def test_predict_topk_excludes_known_facts(fitted, kg):
+    queries = kg.train[:20, :2]
+    labels, scores = fitted.predict_topk(queries, k=5)
+    assert labels.shape == (20, 5) and scores.shape == (20, 5)
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    known = {tuple(t) for t in kg.train} | {tuple(t) for t in kg.valid}
+    for (h, r), row in zip(queries, labels):
+        assert not any((h, r, t) in known for t in row)
+    labels_all, _ = fitted.predict_topk(queries, k=5, exclude_known=False)
+    assert any(tuple(q) + (t,) in known for q, row in zip(queries, labels_all) for t in row)
+    assert np.array_equal(fitted.predict(queries), labels[:, 0])
+
+
+def test_predict_accepts_triples_and_head_direction(fitted, kg):
+    by_pairs = fitted.predict(kg.test[:5, :2])
+    by_triples = fitted.predict(kg.test[:5])
+    assert np.array_equal(by_pairs, by_triples)
+    heads = fitted.predict(kg.test[:5], direction="head")
+    heads_pairs = fitted.predict(kg.test[:5, 1:], direction="head")
+    assert np.array_equal(heads, heads_pairs)
+    # the best head by predict agrees with brute-force scoring of every head
+    r, t = kg.test[0, 1], kg.test[0, 2]
+    cand = np.array([[e, r, t] for e in fitted.entities_])
+    best = fitted.entities_[np.argmax(fitted.score_samples(cand))]
+    assert fitted.predict([[r, t]], direction="head", exclude_known=False)[0] == best
+
+
+def test_unknown_labels_in_predict_are_named(fitted):
+    with pytest.raises(ValueError, match="unseen.*nobody"):
+        fitted.predict([["nobody", fitted.relations_[0]]])
+    with pytest.raises(ValueError, match="unseen"):
+        fitted.score_samples([[fitted.entities_[0], "no_relation", fitted.entities_[1]]])
+
+
+def test_unknown_entities_count_as_misses(fitted, kg):
+    test = np.vstack([kg.test[:10], [["ghost", kg.test[0, 1], kg.test[0, 2]]]])
+    with pytest.warns(UserWarning, match="1 triple"):
+        m = fitted.evaluate(test)
+    assert m["n_unknown"] == 1 and m["n_triples"] == 11
+    base = fitted.evaluate(kg.test[:10])
+    # the miss adds two worst ranks: MRR can only go down
+    assert m["mrr"] < base["mrr"]
+    assert m["mrr"] == pytest.approx((base["mrr"] * 20 + 2 / len(fitted.entities_)) / 22)
+
+
+def test_k_validation(fitted):
+    with pytest.raises(ValueError, match="k must be"):
+        fitted.predict_topk([[fitted.entities_[0], fitted.relations_[0]]], k=len(fitted.entities_) + 1)
+
+
+@pytest.mark.parametrize("param, value, match", [
+    ("model", "transh", "'model' parameter must be one of"),
+    ("dim", 0, "'dim' parameter"),
+    ("dim", 2.5, "'dim' parameter"),
+    ("n_negatives", -1, "'n_negatives'"),
+    ("emu", "yes", "'emu' parameter"),
+    ("emu", 1, "'emu' parameter"),
+    ("alpha", -0.1, "'alpha' parameter"),
+    ("mutation_ratio", 1.5, "'mutation_ratio' parameter"),
+    ("beta", "high", "'beta' parameter"),
+    ("loss", "hinge", "'loss' parameter"),
+    ("optimizer", "sgd", "'optimizer' parameter"),
+    ("learning_rate", 0, "'learning_rate' parameter"),
+    ("sampler", "nope", "'sampler' parameter"),
+    ("regularizer", "l2", "'regularizer' parameter"),
+    ("device", "tpu:9", "'device' parameter"),
+    ("compile", "always", "'compile' parameter"),
+    ("uls", "yes", "'uls' parameter"),
+])
+def test_bad_parameters_are_named(kg, param, value, match):
+    with pytest.raises(ValueError, match=match):
+        KGEmbedder(**{**FAST, param: value}).fit(kg.train)
+
+
+def test_failed_refit_keeps_the_fitted_model(fitted, kg):
+    before = fitted.score_samples(kg.test[:5])
+    bad = np.array([["a", "b"]])
+    from sklearn.base import clone
+
+    est = clone(fitted).fit(kg.train)
+    ref = est.score_samples(kg.test[:5])
+    with pytest.raises(ValueError):
+        est.fit(bad)
+    np.testing.assert_array_equal(est.score_samples(kg.test[:5]), ref)
+    assert before.shape == (5,)
+
+
+def test_emu_auto_resolves_to_table(kg):
+    for model, (alpha, flag, beta) in EMU_DEFAULTS.items():
+        est = KGEmbedder(**{**FAST, "n_epochs": 1}, model=model, emu=True).fit(kg.train[:200])
+        assert est.emu_params_ == pytest.approx({"alpha": alpha, "mutation_ratio": 1 - flag, "beta": beta})
+    est = KGEmbedder(**{**FAST, "n_epochs": 1}, emu=True, alpha=0.5, mutation_ratio=0.3, beta=0.2).fit(kg.train[:200])
+    assert est.emu_params_ == {"alpha": 0.5, "mutation_ratio": 0.3, "beta": 0.2}
+
+
+def test_non_finite_loss_raises_clear_error(kg):
+    est = KGEmbedder(**{**FAST, "n_epochs": 50, "learning_rate": 1e6}, gamma=1e15, random_state=0)
+    with pytest.raises(FloatingPointError, match="learning_rate"):
+        est.fit(kg.train)
+
+
+def test_early_stopping_restores_best_weights(kg):
+    est = KGEmbedder(**{**FAST, "n_epochs": 60}, early_stopping=True, eval_every=1, patience=2,
+                     random_state=0).fit(kg.train, valid=kg.valid)
+    evals = [h["valid_mrr"] for h in est.history_ if "valid_mrr" in h]
+    assert len(est.history_) <= 60
+    best = max(evals)
+    assert est.evaluate(kg.valid)["mrr"] == pytest.approx(best, abs=1e-9)
+
+
+def test_early_stopping_without_valid_holds_out_a_fraction(kg):
+    est = KGEmbedder(**{**FAST, "n_epochs": 3}, early_stopping=True, eval_every=1,
+                     validation_fraction=0.2, random_state=0).fit(kg.train)
+    assert all("valid_mrr" in h for h in est.history_)
+
+
+def test_dataframe_input(kg):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(kg.train, columns=["head", "relation", "tail"])
+    est = KGEmbedder(**{**FAST, "n_epochs": 1}, random_state=0).fit(df)
+    assert est.score(pd.DataFrame(kg.test)) >= 0
+
+
+def test_integer_labels(kg):
+    rng = np.random.default_rng(0)
+    X = np.stack([rng.integers(0, 30, 400), rng.integers(0, 3, 400), rng.integers(0, 30, 400)], 1)
+    est = KGEmbedder(**{**FAST, "n_epochs": 1}, random_state=0).fit(X)
+    assert est.entities_.dtype.kind == "i"
+    labels = est.predict(X[:3, :2])
+    assert labels.dtype.kind == "i"
