@@ -22,7 +22,7 @@ def _checksum(metadata, state):
     digest = hashlib.sha256(metadata.encode("utf-8"))
     for key in sorted(state):
         digest.update(key.encode("utf-8"))
-        digest.update(state[key].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
