@@ -310,6 +310,8 @@ class KGEmbedder(BaseEstimator):
             ids, known, _ = _encode(valid_labels, entities, relations, device, name="valid")
             valid_ids = ids[torch.as_tensor(known, device=device)]
 
+        # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
+        del labels, valid_labels
         gen, seed = make_generator(self.random_state, device)
         init_gen = torch.Generator().manual_seed(seed)
         model = MODELS[self.model](len(entities), len(relations), self.dim, float(self.gamma),

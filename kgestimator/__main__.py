@@ -1,0 +1,8 @@
+"""``python -m kgestimator``: the same command line as the ``kgestimator`` script."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
