@@ -13,6 +13,8 @@ import math
 import numpy as np
 import torch
 
+from .models import EmbeddingModel
+
 #: elements per (Q, n_entities) score block: bounds evaluation memory (~256 MB of fp32)
 BLOCK_ELEMENTS = 1 << 26
 #: elements per (rows, entities, d) temporary of distance models: a few MB stays in cache
@@ -31,10 +33,14 @@ def score_all(model, anchor, rel, side, pairwise=None):
     q = model.query(model.entities(anchor), model.relations(rel), side)
     if model.bilinear:
         return q @ ent.T
-    pairwise = pairwise or model.broadcast_pairwise
     n_q, width = q.shape[0], ent.shape[1]
     ent_chunk = min(ent.shape[0], 4096)
     rows = max(1, EVAL_BLOCK // (ent_chunk * width))
+    if pairwise is None:
+        pairwise = model.broadcast_pairwise
+        if type(model).pairwise is not EmbeddingModel.pairwise:
+            # a model's own pairwise (TransE's cdist) builds no (rows, chunk, d) temporary
+            pairwise, rows = model.pairwise, n_q
     out = torch.empty(n_q, ent.shape[0], dtype=q.dtype, device=q.device)
     for j in range(0, ent.shape[0], ent_chunk):
         cand = ent[j:j + ent_chunk].unsqueeze(0)
