@@ -1,0 +1,108 @@
+"""The ``kgestimator`` command line and the gallery examples (smoke runs, small settings)."""
+
+import re
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kgestimator import cli
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.py"))
+
+
+@pytest.fixture
+def one_thread():
+    # the runs are tiny: one thread is as fast, and far faster on a busy machine
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _table_rows(text):
+    """``(model, method, mrr, hits1, hits10, seconds)`` of each row of the demo table."""
+    number = r"\s+([\d.]+)"
+    pattern = re.compile(r"^(\w+)\s+(uniform\+EMU|uniform)\s+.*?" + number * 4 + "$")
+    return [m.groups() for m in map(pattern.match, text.splitlines()) if m]
+
+
+def test_demo_prints_config_and_table(capsys, one_thread):
+    status = cli.main(["demo", "--fast", "--epochs", "2", "--models", "distmult,transe", "--seed", "1"])
+    assert status == 0
+    out, err = capsys.readouterr()
+    assert "make_kg(random_state=1)" in out
+    assert "distmult: dim=16 n_negatives=16" in out and "n_epochs=2" in out
+    header = next(line for line in out.splitlines() if line.startswith("model"))
+    for column in ("method", "MRR", "Hits@1", "Hits@10", "fit s"):
+        assert column in header
+    rows = _table_rows(out)
+    assert [(r[0], r[1]) for r in rows] == [("distmult", "uniform"), ("distmult", "uniform+EMU"),
+                                           ("transe", "uniform"), ("transe", "uniform+EMU")]
+    for _, _, mrr, hits1, hits10, seconds in rows:
+        assert 0.0 < float(mrr) <= 1.0
+        assert 0.0 <= float(hits1) <= float(hits10) <= 1.0
+        assert float(seconds) >= 0.0
+    assert "EMU (Embedding MUtation" in out
+    assert err == ""
+
+
+def test_demo_restores_thread_count(capsys):
+    previous = torch.get_num_threads()
+    cli.main(["demo", "--fast", "--epochs", "1", "--models", "distmult", "--threads", "1"])
+    assert torch.get_num_threads() == previous
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo", "--epochs", "0"],
+    ["demo", "--epochs", "many"],
+    ["demo", "--models", "distmult,nosuchmodel"],
+    ["demo", "--seed", "-1"],
+    ["demo", "--no-such-flag"],
+    ["demo", "--device", "not-a-device", "--fast"],
+    ["nosuchcommand"],
+    [],
+])
+def test_bad_arguments_exit_2_with_one_line(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("kgestimator") and "Traceback" not in err
+
+
+def test_help_exits_0(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "--help"])
+    assert info.value.code == 0
+    assert "--epochs" in capsys.readouterr().out
+
+
+def test_python_m_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "kgestimator", "demo", "--epochs", "-3"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--epochs" in proc.stderr
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLES}
+    assert {"plot_quickstart.py", "plot_emu_vs_uniform.py", "plot_grid_search_emu.py",
+            "plot_topk_predictions.py"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs(path, monkeypatch, capsys, one_thread):
+    monkeypatch.setenv("KGESTIMATOR_EXAMPLE_FAST", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # only used when matplotlib is installed
+    runpy.run_path(str(path), run_name="__main__")
+    assert capsys.readouterr().out.strip()  # every example prints its results
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        plt.close("all")
