@@ -186,3 +186,31 @@ def test_integer_labels(kg):
     assert est.entities_.dtype.kind == "i"
     labels = est.predict(X[:3, :2])
     assert labels.dtype.kind == "i"
+
+
+@pytest.mark.parametrize("options", [
+    {"loss": "logistic"},
+    {"loss": "self_adversarial", "adversarial_temperature": 0.5},
+    {"regularizer": "n3", "reg_weight": 1e-3},
+    {"regularizer": "l3", "reg_weight": 1e-6},
+    {"optimizer": "adagrad", "learning_rate": 0.1},
+    {"optimizer": "adagrad_then_adam", "learning_rate": 0.1},
+    {"emu": True, "emu_normalize": False, "emu_resample": False, "uls": False},
+    {"neg_chunk_size": 1},
+])
+def test_training_options_learn(kg, options):
+    est = KGEmbedder(**{**FAST, "n_epochs": 40, "learning_rate": 0.05, **options}, random_state=0).fit(kg.train)
+    assert all(np.isfinite(h["loss"]) for h in est.history_)
+    chance = np.mean(1.0 / np.arange(1, len(est.entities_) + 1))
+    assert est.score(kg.test) > 3 * chance
+
+
+def test_regularizer_changes_the_loss(kg):
+    plain = KGEmbedder(**{**FAST, "n_epochs": 1}, random_state=0).fit(kg.train)
+    reg = KGEmbedder(**{**FAST, "n_epochs": 1}, regularizer="n3", reg_weight=1.0, random_state=0).fit(kg.train)
+    assert reg.history_[0]["loss"] > plain.history_[0]["loss"]
+
+
+def test_max_steps_overrides_epochs(kg):
+    est = KGEmbedder(**{**FAST, "n_epochs": 100}, max_steps=7, random_state=0).fit(kg.train)
+    assert est.history_[-1]["step"] == 7
