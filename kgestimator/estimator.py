@@ -129,11 +129,11 @@ class KGEmbedder(BaseEstimator):
     eval_every : int, default=5
     patience : int, default=3
     validation_fraction : float, default=0.1
-    compile : {'auto', True, False}, default='auto'
-        Fuse the elementwise scoring of distance models (TransE with EMU, RotatE,
-        HAKE) with ``torch.compile``: about 10x faster steps for a one-off compile
-        of tens of seconds. ``'auto'`` compiles those models when the training set
-        has at least 50,000 triples. Bilinear models never need it.
+    compile : {False, True, 'auto'}, default=False
+        Fuse the vanilla candidate scoring of RotatE and HAKE with
+        ``torch.compile``: about 25% faster steps on FB15k-237 for a one-off compile
+        of tens of seconds. ``'auto'`` compiles when the training set has at least
+        50,000 triples. Other models and the EMU scoring are never compiled.
     device : str, default='auto'
         ``'auto'`` uses CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -174,7 +174,7 @@ class KGEmbedder(BaseEstimator):
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
                  learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
-                 compile="auto", device="auto", random_state=None, verbose=0):
+                 compile=False, device="auto", random_state=None, verbose=0):
         self.model = model
         self.dim = dim
         self.gamma = gamma

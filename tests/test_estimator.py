@@ -214,3 +214,16 @@ def test_regularizer_changes_the_loss(kg):
 def test_max_steps_overrides_epochs(kg):
     est = KGEmbedder(**{**FAST, "n_epochs": 100}, max_steps=7, random_state=0).fit(kg.train)
     assert est.history_[-1]["step"] == 7
+
+
+@pytest.mark.slow
+def test_compiled_scoring_matches_eager(kg):
+    import warnings
+
+    common = dict(model="rotate", **{**FAST, "n_epochs": 1}, random_state=0)
+    eager = KGEmbedder(**common).fit(kg.train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a machine without a compiler falls back with a warning
+        compiled = KGEmbedder(**common, compile=True).fit(kg.train)
+    assert compiled.history_[0]["loss"] == pytest.approx(eager.history_[0]["loss"], rel=1e-4)
+    np.testing.assert_allclose(compiled.score_samples(kg.test), eager.score_samples(kg.test), rtol=1e-3, atol=1e-3)
