@@ -60,19 +60,29 @@ def realistic_ranks(scores, target, filter_mask):
     """Optimistic, pessimistic and realistic ranks of ``target`` per row.
 
     ``filter_mask`` marks candidates to ignore (other known answers); the
-    target is never filtered. NaN target scores get the worst rank.
+    target is never filtered. NaN candidates never outrank the target; a NaN
+    target score gets the worst rank.
     """
-    target_score = scores.gather(1, target.unsqueeze(1))
-    ignore = filter_mask.clone()
-    ignore.scatter_(1, target.unsqueeze(1), True)
-    higher = ((scores > target_score) & ~ignore).sum(1)
-    ties = ((scores == target_score) & ~ignore).sum(1)
-    optimistic = 1 + higher
-    pessimistic = optimistic + ties
-    worst = (~ignore).sum(1) + 1
-    nan = torch.isnan(target_score.squeeze(1))
-    optimistic = torch.where(nan, worst, optimistic)
-    pessimistic = torch.where(nan, worst, pessimistic)
+    target = target.unsqueeze(1)
+    target_score = scores.gather(1, target)
+    # ignored candidates (and the target itself) drop to -inf, so two counting
+    # passes over the block suffice; boolean and-masks with .sum() cost 3x more
+    others = scores.masked_fill(filter_mask, -torch.inf).scatter_(1, target, -torch.inf)
+    optimistic = 1 + torch.count_nonzero(others > target_score, dim=1)
+    pessimistic = 1 + torch.count_nonzero(others >= target_score, dim=1)
+    odd = ~torch.isfinite(target_score.squeeze(1)) | (target_score.squeeze(1) == -torch.inf)
+    if odd.any():
+        # -inf or NaN targets: -inf fillers would tie with them; count explicitly
+        rows = odd.nonzero().squeeze(1)
+        ignore = filter_mask[rows].clone()
+        ignore.scatter_(1, target[rows], True)
+        sub, ts = scores[rows], target_score[rows]
+        opt = 1 + ((sub > ts) & ~ignore).sum(1)
+        pess = opt + ((sub == ts) & ~ignore).sum(1)
+        worst = (~ignore).sum(1) + 1
+        nan = torch.isnan(ts.squeeze(1))
+        optimistic[rows] = torch.where(nan, worst, opt)
+        pessimistic[rows] = torch.where(nan, worst, pess)
     return optimistic, pessimistic, (optimistic + pessimistic).double() / 2.0
 
 

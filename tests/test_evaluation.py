@@ -77,3 +77,17 @@ def test_metrics_from_ranks():
     assert m["mrr"] == pytest.approx((1 + 0.5 + 0.25 + 0.05) / 4)
     assert m["hits@1"] == 0.25 and m["hits@3"] == 0.5 and m["hits@10"] == 0.75
     assert m["mr"] == pytest.approx(6.75)
+
+
+def test_minus_inf_target_ties_with_minus_inf_candidates_only():
+    scores = torch.tensor([[-math.inf, -math.inf, 1.0, -math.inf]])
+    filt = torch.tensor([[False, False, False, True]])
+    opt, pess, real = realistic_ranks(scores, torch.tensor([0]), filt)
+    # candidate 2 is higher, candidate 1 ties, candidate 3 is filtered
+    assert (opt.item(), pess.item(), real.item()) == (2, 3, 2.5)
+
+
+def test_nan_candidates_never_outrank():
+    scores = torch.tensor([[0.5, math.nan, 0.2, 0.9]])
+    opt, pess, _ = realistic_ranks(scores, torch.tensor([0]), torch.zeros(1, 4, dtype=torch.bool))
+    assert (opt.item(), pess.item()) == (2, 2)
