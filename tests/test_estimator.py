@@ -227,3 +227,19 @@ def test_compiled_scoring_matches_eager(kg):
         compiled = KGEmbedder(**common, compile=True).fit(kg.train)
     assert compiled.history_[0]["loss"] == pytest.approx(eager.history_[0]["loss"], rel=1e-4)
     np.testing.assert_allclose(compiled.score_samples(kg.test), eager.score_samples(kg.test), rtol=1e-3, atol=1e-3)
+
+
+def test_verbose_shows_a_progress_bar(kg, capsys):
+    KGEmbedder(**{**FAST, "n_epochs": 2}, verbose=1, random_state=0).fit(kg.train, valid=kg.valid)
+    err = capsys.readouterr().err
+    assert "distmult" in err and "loss" in err
+
+
+def test_device_auto_prefers_cuda(monkeypatch):
+    from kgestimator._utils import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+    assert resolve_device("cpu").type == "cpu"
