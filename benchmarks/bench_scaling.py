@@ -35,7 +35,7 @@ def run_size(args, n_entities, n_triples):
     # make every entity appear so the table has n_entities rows
     X[: n_entities, 0] = np.arange(n_entities)
     test = X[rng.choice(n_triples, args.eval_triples, replace=False)]
-    est = KGEmbedder(model=args.model, dim=100, n_negatives=256, batch_size=1000, max_steps=args.steps,
+    est = KGEmbedder(model=args.model, dim=100, n_negatives=256, batch_size=1000, max_steps=args.steps, sparse=args.sparse,
                      random_state=0)
     t0 = time.perf_counter()
     est.fit(X)
@@ -59,13 +59,15 @@ def main():
     p.add_argument("--sizes", default="1e4:1e5,1e5:1e6,1e6:1e7", help="entities:triples,...")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--eval-triples", type=int, default=1000)
+    p.add_argument("--sparse", action="store_true", help="row-wise (sparse) optimiser updates")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
         e, t = (int(float(v)) for v in args.one.split(":"))
         print(json.dumps(run_size(args, e, t)))
         return
-    print(f"# {args.model} d=100 N=256 B=1000, {args.steps} steps timed, eval {args.eval_triples} triples", flush=True)
+    print(f"# {args.model} d=100 N=256 B=1000 sparse={args.sparse}, {args.steps} steps timed, "
+          f"eval {args.eval_triples} triples", flush=True)
     rows = []
     for size in args.sizes.split(","):
         out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", size], capture_output=True, text=True)
@@ -79,7 +81,7 @@ def main():
               f"-> epoch {r['epoch_seconds_implied']:8.1f} s | eval {r['queries_per_s']:8.0f} queries/s "
               f"-> 20k test triples {r['eval_20k_triples_implied_s']:7.1f} s | peak RSS {r['peak_rss_mb']:6.0f} MB",
               flush=True)
-    write_json(os.path.join(os.path.dirname(__file__), "results", f"scaling_{args.model}.json"),
+    write_json(os.path.join(os.path.dirname(__file__), "results", f"scaling_{args.model}{'_sparse' if args.sparse else ''}.json"),
                {"config": vars(args), "machine": machine(), "results": rows})
 
 

@@ -56,6 +56,7 @@ class TrainConfig:
     patience: int = 3
     verbose: int = 0
     compile: bool = False
+    sparse: bool = False
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -110,13 +111,38 @@ def _compiled(fn):
     return call
 
 
-def make_optimizer(name, params, lr):
-    if name == "adagrad":
-        return torch.optim.Adagrad(params, lr=lr)
-    # 'adagrad_then_adam' starts with Adagrad too; the trainer switches halfway
-    if name == "adagrad_then_adam":
-        return torch.optim.Adagrad(params, lr=lr)
-    return torch.optim.Adam(params, lr=lr)
+class _Optimizers:
+    """Several optimisers stepped together (sparse tables + dense extras)."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = [o for o in optimizers if o is not None]
+
+    def zero_grad(self, set_to_none=True):
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self):
+        for o in self.optimizers:
+            o.step()
+
+
+def make_optimizer(name, model, lr, sparse=False, adam=False):
+    """The optimiser for ``model``.
+
+    ``sparse``: the embedding tables get sparse (row-wise) gradients; Adagrad
+    handles them itself, Adam becomes ``SparseAdam`` ("lazy" Adam: rows absent
+    from a batch keep their moments) on the tables plus Adam on the rest.
+    ``adam=True`` forces Adam (the second half of 'adagrad_then_adam').
+    """
+    if name in ("adagrad", "adagrad_then_adam") and not adam:
+        # 'adagrad_then_adam' starts with Adagrad; the trainer switches halfway
+        return torch.optim.Adagrad(model.parameters(), lr=lr)
+    if not sparse:
+        return torch.optim.Adam(model.parameters(), lr=lr)
+    tables = [model.entity, model.relation]
+    rest = [p for p in model.parameters() if all(p is not t for t in tables)]
+    return _Optimizers(torch.optim.SparseAdam(tables, lr=lr),
+                       torch.optim.Adam(rest, lr=lr) if rest else None)
 
 
 def _vanilla_loss(cfg, logits):
@@ -217,7 +243,8 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
     n_epochs = math.ceil(total_steps / steps_per_epoch)
-    optimizer = make_optimizer(cfg.optimizer, model.parameters(), cfg.learning_rate)
+    model.sparse = cfg.sparse
+    optimizer = make_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.sparse)
     kernels = Kernels(model, cfg.compile)
     switch_at = total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None
 
@@ -234,7 +261,7 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None)
                 break
             if switch_at is not None and step == switch_at:
                 # the EMU reference switches to a fresh Adam at lr / 10 halfway
-                optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate / 10)
+                optimizer = make_optimizer("adam", model, cfg.learning_rate / 10, cfg.sparse, adam=True)
             idx = perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=perm.device) % n]
             loss = step_loss(model, kernels, sampler, cfg, triples[idx], step, generator)
             if not torch.isfinite(loss):

@@ -243,3 +243,35 @@ def test_device_auto_prefers_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto").type == "cuda"
     assert resolve_device("cpu").type == "cpu"
+
+
+@pytest.mark.parametrize("model", ["distmult", "hake"])
+@pytest.mark.parametrize("optimizer", ["adam", "adagrad_then_adam"])
+def test_sparse_row_updates_learn(kg, model, optimizer):
+    lr = 0.2 if optimizer.startswith("adagrad") else 0.05  # Adagrad needs the larger rate, dense or sparse
+    est = KGEmbedder(**{**FAST, "n_epochs": 40, "learning_rate": lr}, model=model, optimizer=optimizer,
+                     sparse=True, emu=True, random_state=0).fit(kg.train)
+    assert est.model_.sparse
+    chance = np.mean(1.0 / np.arange(1, len(est.entities_) + 1))
+    assert est.score(kg.test) > 3 * chance
+
+
+def test_sparse_updates_touch_only_batch_rows():
+    from kgestimator.models import MODELS
+    from kgestimator.training import make_optimizer
+
+    model = MODELS["distmult"](50, 3, 4, generator=torch.Generator().manual_seed(0))
+    model.sparse = True
+    before = model.entity.detach().clone()
+    opt = make_optimizer("adam", model, 0.1, sparse=True)
+    ids = torch.tensor([1, 7])
+    model.score(model.entities(ids), model.relations(torch.tensor([0, 2])), model.entities(ids.flip(0))).sum().backward()
+    assert model.entity.grad.is_sparse
+    opt.step()
+    changed = (model.entity.detach() != before).any(1).nonzero().squeeze(1).tolist()
+    assert changed == [1, 7]
+
+
+def test_sparse_with_full_table_l3_is_refused(kg):
+    with pytest.raises(ValueError, match="'sparse'"):
+        KGEmbedder(**FAST, sparse=True, regularizer="l3").fit(kg.train)

@@ -90,11 +90,15 @@ class EmbeddingModel(nn.Module):
         return table
 
     # -- lookup ---------------------------------------------------------------
+    #: when True, lookups produce sparse gradients: only the rows a batch touches
+    #: are written, so the step cost does not grow with the table size
+    sparse = False
+
     def entities(self, ids):
-        return self.entity[ids]
+        return nn.functional.embedding(ids, self.entity, sparse=self.sparse)
 
     def relations(self, ids):
-        return self.relation[ids]
+        return nn.functional.embedding(ids, self.relation, sparse=self.sparse)
 
     # -- interaction ----------------------------------------------------------
     def query(self, anchor, rel, side):
