@@ -270,7 +270,7 @@ class KGEmbedder(BaseEstimator):
             emu=self.emu, uls=bool(self.uls), emu_normalize=bool(self.emu_normalize),
             emu_resample=bool(self.emu_resample), regularizer=self.regularizer,
             reg_weight=float(self.reg_weight), early_stopping=bool(self.early_stopping),
-            eval_every=self.eval_every, patience=self.patience, verbose=self.verbose, **emu_params,
+            eval_every=self.eval_every, patience=self.patience, **emu_params,
         )
 
     # ------------------------------------------------------------------ encoding

@@ -58,8 +58,3 @@ class KnownTriples:
         cols = answers[torch.repeat_interleave(starts[pos], lengths) + offsets]
         out[rows, cols] = True
         return out
-
-    def to(self, device):
-        for side, parts in self._index.items():
-            self._index[side] = tuple(p.to(device) for p in parts)
-        return self

@@ -36,12 +36,6 @@ def logistic_loss(logits, adversarial_temperature=None):
     return 0.5 * (-F.logsigmoid(pos).mean() + neg_term.mean())
 
 
-def label_smoothing_loss(logits, epsilon=0.2):
-    """Cross-entropy with vanilla label smoothing over ``K = 1 + N`` classes (EMU App. M)."""
-    return F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long),
-                           label_smoothing=epsilon)
-
-
 def emu_combined_loss(vanilla, emu_logits, *, alpha, beta, n_negatives, normalize=True):
     """EMU paper Eq. 12: ``L_emu(ULS) / N? + alpha * L_vanilla``.
 

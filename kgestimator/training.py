@@ -54,7 +54,6 @@ class TrainConfig:
     early_stopping: bool = False
     eval_every: int = 5
     patience: int = 3
-    verbose: int = 0
     compile: bool = False
     sparse: bool = False
 
