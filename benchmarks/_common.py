@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 
@@ -20,6 +21,20 @@ def machine():
 def peak_rss_mb():
     """Peak resident memory of this process (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_child(script, flag, value):
+    """Rerun ``script`` with its own arguments plus ``flag value`` in a fresh process.
+
+    One job per process keeps peak memory per job and never shares the CPU. The
+    child prints its result as JSON on its last stdout line. Returns the decoded
+    dict, or None after printing the child's stderr if it failed.
+    """
+    out = subprocess.run([sys.executable, script, *sys.argv[1:], flag, value], capture_output=True, text=True)
+    if out.returncode:
+        print(f"{value}: FAILED\n{out.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def write_json(path, payload):

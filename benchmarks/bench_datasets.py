@@ -12,12 +12,11 @@ Prints one line per run and writes ``benchmarks/results/<dataset>.json``.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, peak_rss_mb, write_json  # noqa: E402
+from _common import machine, peak_rss_mb, run_child, write_json  # noqa: E402
 
 MODELS = ["distmult", "complex", "transe", "rotate", "hake"]
 
@@ -79,12 +78,9 @@ def main():
     results = []
     for model in models:
         for method in methods:
-            cmd = [sys.executable, __file__, *sys.argv[1:], "--one", f"{model}:{method}"]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                print(out.stderr[-2000:], file=sys.stderr)
+            r = run_child(__file__, "--one", f"{model}:{method}")
+            if r is None:
                 raise SystemExit(f"{model}:{method} failed")
-            r = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(r)
             t = r["test"]
             print(f"{model:9s} {r['method']:12s} MRR {t['mrr']:.4f} H@1 {t['hits@1']:.4f} "

@@ -15,13 +15,12 @@ implied time for a 20,000-triple test set. Writes ``benchmarks/results/scaling_<
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, peak_rss_mb, write_json  # noqa: E402
+from _common import machine, peak_rss_mb, run_child, write_json  # noqa: E402
 
 
 def run_size(args, n_entities, n_triples):
@@ -70,12 +69,10 @@ def main():
           f"eval {args.eval_triples} triples", flush=True)
     rows = []
     for size in args.sizes.split(","):
-        out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--one", size], capture_output=True, text=True)
-        if out.returncode:
-            print(f"{size}: FAILED\n{out.stderr[-1500:]}", flush=True)
-            rows.append({"size": size, "failed": out.stderr[-1500:]})
+        r = run_child(__file__, "--one", size)
+        if r is None:
+            rows.append({"size": size, "failed": True})
             continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
         print(f"entities {r['n_entities']:>9,d} triples {r['n_triples']:>11,d}: step {r['step_ms']:7.1f} ms "
               f"-> epoch {r['epoch_seconds_implied']:8.1f} s | eval {r['queries_per_s']:8.0f} queries/s "

@@ -22,14 +22,13 @@ Writes ``benchmarks/results/vs_pykeen.json``.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, peak_rss_mb, write_json  # noqa: E402
+from _common import machine, peak_rss_mb, run_child, write_json  # noqa: E402
 
 PYKEEN_MODELS = {
     # plain variants: PyKEEN's fastest, textbook form of each model
@@ -155,12 +154,9 @@ def main():
         jobs = ([] if args.skip_pykeen else [f"pykeen:{model}:plain"]) + [f"ours:{model}:vanilla", f"ours:{model}:emu"]
         res = {}
         for job in jobs:
-            out = subprocess.run([sys.executable, __file__, *sys.argv[1:], "--job", job], capture_output=True, text=True)
-            if out.returncode:
-                print(out.stderr[-3000:], file=sys.stderr)
-                print(f"{job} FAILED", flush=True)
+            r = run_child(__file__, "--job", job)
+            if r is None:
                 continue
-            r = json.loads(out.stdout.strip().splitlines()[-1])
             res[job.split(":")[0] + (":emu" if r["emu"] else "")] = r
             rows.append(r)
             print(f"{r['library']:12s} {model:9s} emu={r['emu']!s:5s} {r['triples_per_s']:9.0f} triples/s "

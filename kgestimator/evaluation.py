@@ -21,13 +21,11 @@ BLOCK_ELEMENTS = 1 << 26
 EVAL_BLOCK = 1 << 22
 
 
-def score_all(model, anchor, rel, side, pairwise=None):
+def score_all(model, anchor, rel, side):
     """Scores ``(Q, n_entities)`` of every entity as the missing ``side``.
 
     Bilinear models take one matrix product. Distance models score
-    ``(rows, entities, d)`` blocks of about ``EVAL_BLOCK`` elements with
-    ``pairwise`` (default: the model's unblocked broadcast form; a compiled
-    version can be passed in).
+    ``(rows, entities, d)`` blocks of about ``EVAL_BLOCK`` elements.
     """
     ent = model.entity
     q = model.query(model.entities(anchor), model.relations(rel), side)
@@ -36,11 +34,10 @@ def score_all(model, anchor, rel, side, pairwise=None):
     n_q, width = q.shape[0], ent.shape[1]
     ent_chunk = min(ent.shape[0], 4096)
     rows = max(1, EVAL_BLOCK // (ent_chunk * width))
-    if pairwise is None:
-        pairwise = model.broadcast_pairwise
-        if type(model).pairwise is not EmbeddingModel.pairwise:
-            # a model's own pairwise (TransE's cdist) builds no (rows, chunk, d) temporary
-            pairwise, rows = model.pairwise, n_q
+    pairwise = model.broadcast_pairwise
+    if type(model).pairwise is not EmbeddingModel.pairwise:
+        # a model's own pairwise (TransE's cdist) builds no (rows, chunk, d) temporary
+        pairwise, rows = model.pairwise, n_q
     out = torch.empty(n_q, ent.shape[0], dtype=q.dtype, device=q.device)
     for j in range(0, ent.shape[0], ent_chunk):
         cand = ent[j:j + ent_chunk].unsqueeze(0)
@@ -70,7 +67,7 @@ def realistic_ranks(scores, target, filter_mask):
     others = scores.masked_fill(filter_mask, -torch.inf).scatter_(1, target, -torch.inf)
     optimistic = 1 + torch.count_nonzero(others > target_score, dim=1)
     pessimistic = 1 + torch.count_nonzero(others >= target_score, dim=1)
-    odd = ~torch.isfinite(target_score.squeeze(1)) | (target_score.squeeze(1) == -torch.inf)
+    odd = ~torch.isfinite(target_score.squeeze(1))
     if odd.any():
         # -inf or NaN targets: -inf fillers would tie with them; count explicitly
         rows = odd.nonzero().squeeze(1)

@@ -42,17 +42,14 @@ def mutate(pos, neg, mask):
     -------
     Tensor of shape (C, c, N, de)
     """
-    # arithmetic blend rather than torch.where: torch.compile fuses its backward
-    # about twice as well on CPU
     neg = neg.unsqueeze(1)
     return neg + mask.to(neg.dtype).unsqueeze(1) * (pos.unsqueeze(2) - neg)
 
 
-def mutated_scores(model, q, pos, neg, mask, block=True):
+def mutated_scores(model, q, pos, neg, mask):
     """Scores ``(C, c, N)`` of the queries against EMU-mutated negatives.
 
-    Distance models materialise the mutated candidates, in cache-sized row
-    blocks unless ``block=False`` (for ``torch.compile``, which fuses instead).
+    Distance models materialise the mutated candidates in cache-sized row blocks.
     """
     if model.bilinear:
         m = mask.to(neg.dtype)
@@ -61,8 +58,6 @@ def mutated_scores(model, q, pos, neg, mask, block=True):
     def score(q, pos, neg, mask):
         return model.match(q.unsqueeze(2), mutate(pos, neg, mask))
 
-    if not block:
-        return score(q, pos, neg, mask)
     return blocked(score, q, neg, per_row=(pos,), per_chunk=(neg, mask))
 
 

@@ -20,8 +20,6 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from functools import partial
-
 import torch
 
 from . import losses
@@ -72,24 +70,21 @@ def _chunk_rows(rows, chunk):
     return rows.view(n_chunks, c)
 
 
-class Kernels:
-    """The candidate-scoring functions of one model, optionally compiled.
+def pairwise_fn(model, compile=False):
+    """The function scoring query blocks against shared candidates, optionally compiled.
 
     Distance models (RotatE, HAKE) score ``(C, c, N, d)`` blocks elementwise.
     ``torch.compile`` fuses the vanilla scoring into one reduction (RotatE on
     FB15k-237: 62 ms instead of 84 ms a step on 2 CPU cores) for a one-off compile
-    of tens of seconds. The EMU scoring stays eager: compiled, it measured about
-    2x slower than the blocked eager version. Bilinear models are matrix products
-    and TransE uses ``cdist``; neither is compiled.
+    of tens of seconds. EMU scoring stays eager: compiled, it measured about 2x
+    slower than the blocked eager code. Bilinear models are matrix products and
+    TransE uses ``cdist``; neither is compiled.
     """
-
-    def __init__(self, model, compile=False):
-        self.pairwise = model.pairwise
-        self.mutated = partial(mutated_scores, model)
-        if compile and not model.bilinear and type(model).pairwise is EmbeddingModel.pairwise:
-            # compile the unblocked form: fusion replaces blocking, and dynamo
-            # would unroll the block loops
-            self.pairwise = _compiled(model.broadcast_pairwise)
+    if compile and not model.bilinear and type(model).pairwise is EmbeddingModel.pairwise:
+        # compile the unblocked form: fusion replaces blocking, and dynamo would
+        # unroll the block loops
+        return _compiled(model.broadcast_pairwise)
+    return model.pairwise
 
 
 def _compiled(fn):
@@ -151,7 +146,7 @@ def _vanilla_loss(cfg, logits):
     return losses.logistic_loss(logits, temperature)
 
 
-def group_logits(model, kernels, sampler, cfg, triples, side, generator):
+def group_logits(model, pairwise, sampler, cfg, triples, side, generator):
     """Vanilla and EMU logits, ``(B, 1 + N)`` each, for one side of a batch.
 
     Returns ``(logits, emu_logits or None, factors)``.
@@ -169,7 +164,7 @@ def group_logits(model, kernels, sampler, cfg, triples, side, generator):
     flat = batch.view(-1, 3)
     neg_ids = sampler.sample(flat, side, n_chunks, cfg.n_negatives, generator, model, q)
     neg = model.entities(neg_ids)               # (C, N, de)
-    neg_scores = kernels.pairwise(q, neg)       # (C, c, N)
+    neg_scores = pairwise(q, neg)               # (C, c, N)
     sampler.update(flat, side, neg_ids, neg_scores.detach())
     logits = torch.cat([pos_scores.unsqueeze(-1), neg_scores], -1).view(-1, cfg.n_negatives + 1)
 
@@ -181,14 +176,14 @@ def group_logits(model, kernels, sampler, cfg, triples, side, generator):
             neg_scores = None
         if cfg.emu == "mixup":
             if neg_scores is None and model.bilinear:
-                neg_scores = kernels.pairwise(q, neg)
+                neg_scores = pairwise(q, neg)
             lam = mixup_weights(neg_ids.shape, generator, neg.device)
             emu_scores = mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam)
         elif cfg.emu == "ls_only":
-            emu_scores = neg_scores if neg_scores is not None else kernels.pairwise(q, neg)
+            emu_scores = neg_scores if neg_scores is not None else pairwise(q, neg)
         else:
             mask = emu_mask(neg.shape, cfg.mutation_ratio, generator, neg.device)
-            emu_scores = kernels.mutated(q, pos, neg, mask)
+            emu_scores = mutated_scores(model, q, pos, neg, mask)
         emu_logits = torch.cat([pos_scores.unsqueeze(-1), emu_scores], -1).view(-1, cfg.n_negatives + 1)
 
     factors = None
@@ -199,9 +194,9 @@ def group_logits(model, kernels, sampler, cfg, triples, side, generator):
     return logits, emu_logits, factors
 
 
-def step_loss(model, kernels, sampler, cfg, batch, step, generator):
+def step_loss(model, pairwise, sampler, cfg, batch, step, generator):
     """The scalar training loss of one batch of positives ``(B, 3)``."""
-    parts = [group_logits(model, kernels, sampler, cfg, batch if idx is None else batch[idx], side, generator)
+    parts = [group_logits(model, pairwise, sampler, cfg, batch if idx is None else batch[idx], side, generator)
              for idx, side in sampler.sides(batch, step, generator)]
     logits = torch.cat([p[0] for p in parts])
     loss = _vanilla_loss(cfg, logits)
@@ -244,7 +239,7 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None)
     n_epochs = math.ceil(total_steps / steps_per_epoch)
     model.sparse = cfg.sparse
     optimizer = make_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.sparse)
-    kernels = Kernels(model, cfg.compile)
+    pairwise = pairwise_fn(model, cfg.compile)
     switch_at = total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None
 
     history, best, best_state, bad_evals = [], -math.inf, None, 0
@@ -262,7 +257,7 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None)
                 # the EMU reference switches to a fresh Adam at lr / 10 halfway
                 optimizer = make_optimizer("adam", model, cfg.learning_rate / 10, cfg.sparse, adam=True)
             idx = perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=perm.device) % n]
-            loss = step_loss(model, kernels, sampler, cfg, triples[idx], step, generator)
+            loss = step_loss(model, pairwise, sampler, cfg, triples[idx], step, generator)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"The training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "

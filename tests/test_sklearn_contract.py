@@ -1,6 +1,5 @@
 """clone, get/set_params, GridSearchCV over the EMU knobs, Pipeline, scorers, persistence."""
 
-import io
 import pickle
 
 import joblib
@@ -14,7 +13,7 @@ from sklearn.pipeline import Pipeline
 from conftest import FAST
 from kgestimator import KGEmbedder, TripleKFold, make_hits_scorer, mrr_scorer
 from kgestimator.samplers import BernoulliSampler
-from kgestimator.training import Kernels, TrainConfig, step_loss
+from kgestimator.training import TrainConfig, step_loss
 
 
 def test_clone_and_params_roundtrip():
@@ -144,7 +143,7 @@ def _step_losses(cfg):
     triples = torch.stack([torch.randint(30, (64,)), torch.randint(3, (64,)), torch.randint(30, (64,))], 1)
     model = MODELS["complex"](30, 3, 8, generator=torch.Generator().manual_seed(0))
     sampler = UniformSampler().fit(triples, 30, 3)
-    return step_loss(model, Kernels(model), sampler, cfg, triples, 0, torch.Generator().manual_seed(1))
+    return step_loss(model, model.pairwise, sampler, cfg, triples, 0, torch.Generator().manual_seed(1))
 
 
 def test_emu_with_zero_mutation_reproduces_vanilla_loss():
