@@ -38,7 +38,7 @@ DATA_ENV_VAR = "KGESTIMATOR_DATA"
 # --------------------------------------------------------------------------
 
 
-def check_triples(X, *, n_columns=3, name="X"):
+def check_triples(X, *, n_columns=3, name="X", columns=None):
     """Validate triples and convert them to an int64 or unicode array.
 
     Parameters
@@ -53,6 +53,11 @@ def check_triples(X, *, n_columns=3, name="X"):
         Number of columns to return.
     name : str, default="X"
         Name of the argument, used in error messages.
+    columns : tuple of str, default=None
+        With ``n_columns=2``, which two of ``("head", "relation", "tail")``
+        to return, in that order: ``("relation", "tail")`` checks head
+        queries, and drops the head column of 3-column input. Default: the
+        first ``n_columns``.
 
     Returns
     -------
@@ -72,9 +77,10 @@ def check_triples(X, *, n_columns=3, name="X"):
         or holds labels that are neither strings nor numbers.
     ValueError
         If `X` has the wrong shape, has no rows, contains a missing value
-        (``None``, NaN, ``pd.NA``), an empty-string label, a boolean, a
-        non-integral or non-finite float, or an integer outside the int64
-        range.  Messages name the first offending row and column.
+        (``None``, NaN, ``pd.NA``), an empty-string label, a label with a
+        NUL character (numpy strings silently drop trailing ones), a
+        boolean, a non-integral or non-finite float, or an integer outside
+        the int64 range.  Messages name the first offending row and column.
 
     Examples
     --------
@@ -85,6 +91,9 @@ def check_triples(X, *, n_columns=3, name="X"):
     """
     if n_columns not in (2, 3):
         raise ValueError(f"n_columns must be 2 or 3, got {n_columns!r}")
+    columns = _COLUMN_NAMES[:n_columns] if columns is None else tuple(columns)
+    if len(columns) != n_columns or columns != tuple(c for c in _COLUMN_NAMES if c in columns):
+        raise ValueError(f"columns must be {n_columns} of {_COLUMN_NAMES} in that order, got {columns!r}")
     arr = _as_array(X, name)
     if arr.ndim >= 1 and arr.shape[0] == 0:
         raise ValueError(
@@ -93,21 +102,27 @@ def check_triples(X, *, n_columns=3, name="X"):
         )
     allowed = (3,) if n_columns == 3 else (2, 3)
     if arr.ndim != 2 or arr.shape[1] not in allowed:
-        raise ValueError(_shape_message(name, arr.shape, n_columns))
-    # The ignored tail column of queries is dropped before validation, so a
-    # placeholder (even NaN) there is harmless.
-    arr = arr[:, :n_columns]
+        raise ValueError(_shape_message(name, arr.shape, columns))
+    # The ignored column of queries is dropped before validation, so a
+    # placeholder (even NaN) there is harmless. `cols` pairs each kept column
+    # with its position in X, for error messages.
+    if arr.shape[1] == n_columns:
+        cols = tuple(enumerate(columns))
+    else:
+        keep = [_COLUMN_NAMES.index(c) for c in columns]
+        arr = arr[:, keep]
+        cols = tuple((j, _COLUMN_NAMES[j]) for j in keep)
 
     kind = arr.dtype.kind
     if kind == "U":
-        _check_no_empty_strings(arr, name)
+        _check_no_empty_strings(arr, name, cols)
         return arr
     if kind in "iu":
-        return _ints_to_int64(arr, name)
+        return _ints_to_int64(arr, name, cols)
     if kind == "f":
-        return _floats_to_int64(arr, name)
+        return _floats_to_int64(arr, name, cols)
     if kind == "O":
-        return _objects_to_labels(arr, name)
+        return _objects_to_labels(arr, name, cols)
     if kind == "b":
         raise ValueError(
             f"{name} has boolean dtype; booleans are not valid labels "
@@ -124,13 +139,15 @@ def check_triples(X, *, n_columns=3, name="X"):
     )
 
 
-def _shape_message(name, shape, n_columns):
-    if n_columns == 3:
+def _shape_message(name, shape, columns):
+    if len(columns) == 3:
         expected = "(n_triples, 3) holding (head, relation, tail) labels"
     else:
+        (dropped,) = set(_COLUMN_NAMES) - set(columns)
+        which = {"head": "first", "relation": "second", "tail": "third"}[dropped]
         expected = (
-            "(n_queries, 2) holding (head, relation) labels, or "
-            "(n_queries, 3) whose third (tail) column is ignored"
+            f"(n_queries, 2) holding ({', '.join(columns)}) labels, or "
+            f"(n_queries, 3) whose {which} ({dropped}) column is ignored"
         )
     msg = f"{name} must be a 2-D array of shape {expected}; got shape {shape}"
     if len(shape) == 2:
@@ -210,42 +227,43 @@ def _show(value):
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _position(flat_index, n_columns):
-    row, col = divmod(int(flat_index), n_columns)
-    return f"row {row}, column {col} ({_COLUMN_NAMES[col]})"
+def _position(flat_index, cols):
+    """``cols``: ``(column in X, column name)`` of each column of the checked array."""
+    row, col = divmod(int(flat_index), len(cols))
+    return f"row {row}, column {cols[col][0]} ({cols[col][1]})"
 
 
-def _check_no_empty_strings(arr, name):
+def _check_no_empty_strings(arr, name, cols):
     empty = arr == ""
     if empty.any():
-        where = _position(np.argmax(empty.ravel()), arr.shape[1])
+        where = _position(np.argmax(empty.ravel()), cols)
         raise ValueError(f"{name} contains an empty-string label at {where}")
 
 
-def _ints_to_int64(arr, name):
+def _ints_to_int64(arr, name, cols):
     if arr.dtype.kind == "u" and arr.dtype.itemsize >= 8:
         too_big = arr > np.iinfo(np.int64).max
         if too_big.any():
             i = np.argmax(too_big.ravel())
             raise ValueError(
                 f"{name} holds integer label {arr.ravel()[i]} outside the "
-                f"int64 range at {_position(i, arr.shape[1])}"
+                f"int64 range at {_position(i, cols)}"
             )
     return arr.astype(np.int64, copy=False)
 
 
-def _floats_to_int64(arr, name):
+def _floats_to_int64(arr, name, cols):
     flat = arr.ravel()
     nan = np.isnan(flat)
     if nan.any():
-        where = _position(np.argmax(nan), arr.shape[1])
+        where = _position(np.argmax(nan), cols)
         raise ValueError(f"{name} contains a missing value (NaN) at {where}")
     bad = ~_integral_floats(flat)
     if bad.any():
         i = np.argmax(bad)
         raise ValueError(
             f"{name} contains the non-integral or non-finite float label "
-            f"{_show(flat[i])} at {_position(i, arr.shape[1])}; float labels must "
+            f"{_show(flat[i])} at {_position(i, cols)}; float labels must "
             "be whole numbers"
         )
     return arr.astype(np.int64)
@@ -270,8 +288,7 @@ def _is_missing(value):
     return type(value).__name__ in ("NAType", "NaTType")
 
 
-def _objects_to_labels(arr, name):
-    n_cols = arr.shape[1]
+def _objects_to_labels(arr, name, cols):
     flat = arr.ravel()
     types = set(map(type, flat))
     str_types = {t for t in types if issubclass(t, str)}
@@ -289,7 +306,7 @@ def _objects_to_labels(arr, name):
             i = np.argmax(missing)
             raise ValueError(
                 f"{name} contains a missing value ({_show(flat[i])}) at "
-                f"{_position(i, n_cols)}"
+                f"{_position(i, cols)}"
             )
     if bool_types:
         is_bool = np.fromiter(
@@ -298,7 +315,7 @@ def _objects_to_labels(arr, name):
         i = np.argmax(is_bool)
         raise ValueError(
             f"{name} contains the boolean label {_show(flat[i])} at "
-            f"{_position(i, n_cols)}; booleans are not valid labels"
+            f"{_position(i, cols)}; booleans are not valid labels"
         )
     if other_types:
         is_other = np.fromiter(
@@ -307,7 +324,7 @@ def _objects_to_labels(arr, name):
         i = np.argmax(is_other)
         raise TypeError(
             f"{name} contains a label of unsupported type "
-            f"{type(flat[i]).__name__} at {_position(i, n_cols)}; labels "
+            f"{type(flat[i]).__name__} at {_position(i, cols)}; labels "
             "must be strings or integers"
         )
 
@@ -323,7 +340,7 @@ def _objects_to_labels(arr, name):
             i = np.flatnonzero(is_float)[np.argmax(bad)]
             raise ValueError(
                 f"{name} contains the non-integral or non-finite float label "
-                f"{_show(flat[i])} at {_position(i, n_cols)}; float labels must be "
+                f"{_show(flat[i])} at {_position(i, cols)}; float labels must be "
                 "whole numbers"
             )
         flat = flat.copy()
@@ -339,10 +356,17 @@ def _objects_to_labels(arr, name):
             ) from None
 
     strings = flat.tolist() if types == {str} else list(map(str, flat))
+    if "\x00" in "".join(strings):
+        # numpy drops trailing NULs: "a\x00" would silently become label "a"
+        i = next(i for i, s in enumerate(strings) if "\x00" in s)
+        raise ValueError(
+            f"{name} contains the label {strings[i]!r} with a NUL character at "
+            f"{_position(i, cols)}; labels cannot hold NUL characters"
+        )
     width = max(1, max(map(len, strings)))
     # An explicit width avoids numpy's slow per-element dtype discovery.
     out = np.array(strings, dtype=f"U{width}").reshape(arr.shape)
-    _check_no_empty_strings(out, name)
+    _check_no_empty_strings(out, name, cols)
     return out
 
 
@@ -513,8 +537,8 @@ def load_triples(path, *, sep="\t"):
     Parameters
     ----------
     path : str or path-like
-        File to read.  ``\\r\\n`` line endings and a UTF-8 byte-order mark
-        are accepted.
+        File to read.  ``\\n``, ``\\r\\n`` and ``\\r`` line endings and a
+        UTF-8 byte-order mark are accepted.
     sep : str, default="\\t"
         Field separator.
 
@@ -531,8 +555,8 @@ def load_triples(path, *, sep="\t"):
         If `path` does not exist.
     ValueError
         If a non-blank line does not have exactly three fields, a field is
-        empty, or the file is not valid UTF-8; the message names the file
-        and the 1-based line number.
+        empty, or the file is not valid UTF-8 text (invalid bytes, NUL
+        characters); the message names the file and the 1-based line number.
 
     Notes
     -----
@@ -550,7 +574,16 @@ def load_triples(path, *, sep="\t"):
         line = data[: exc.start].count(b"\n") + 1
         raise ValueError(f"{path}, line {line}: not valid UTF-8 ({exc.reason})") from None
 
-    lines = text.replace("\r\n", "\n").split("\n")
+    # universal newlines: a lone "\r" (old Mac files, a CRLF file cut after
+    # its "\r") ends a line instead of becoming part of a label
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(
+            f"{path}, line {line}: NUL character; the file is binary or not "
+            "UTF-8 text (UTF-16?)"
+        )
+    lines = text.split("\n")
     n_lines = len(lines)
     blank = np.fromiter(map(str.isspace, lines), dtype=bool, count=n_lines)
     blank |= np.fromiter(map(len, lines), dtype=np.int64, count=n_lines) == 0

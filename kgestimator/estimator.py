@@ -48,6 +48,23 @@ def _check_number(name, value, low, high=None, integer=False, low_open=False):
         raise ValueError(f"The {name!r} parameter must be {what} in {rng}; got {value!r}.")
 
 
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"The {name!r} parameter must be a bool; got {value!r}.")
+
+
+def _check_enough_candidates(known_mask, k, offset):
+    """Refuse top-k queries with fewer than ``k`` answers that are not known facts."""
+    left = known_mask.shape[1] - known_mask.sum(1)
+    short = left < k
+    if bool(short.any()):
+        row = int(short.nonzero()[0, 0])
+        raise ValueError(
+            f"Query row {offset + row} has only {int(left[row])} candidate(s) that are not known "
+            f"facts, fewer than k={k}; lower k or pass exclude_known=False."
+        )
+
+
 def _check_choice(name, value, choices):
     # strict: 1 is not True and 0 is not False
     if not any(value is c or (c is not None and isinstance(value, type(c)) and value == c)
@@ -236,8 +253,7 @@ class KGEmbedder(BaseEstimator):
         _check_number("neg_chunk_size", self.neg_chunk_size, 1, integer=True)
         _check_choice("emu", self.emu, EMU_MODES)
         for name in ("uls", "emu_normalize", "emu_resample", "early_stopping"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"The {name!r} parameter must be a bool; got {getattr(self, name)!r}.")
+            _check_bool(name, getattr(self, name))
         _check_choice("loss", self.loss, LOSSES)
         _check_number("adversarial_temperature", self.adversarial_temperature, 0.0)
         _check_choice("regularizer", self.regularizer, REGULARIZERS)
@@ -307,8 +323,14 @@ class KGEmbedder(BaseEstimator):
         if self.early_stopping and valid is None:
             from .model_selection import train_test_split_triples
 
-            labels, valid_labels = train_test_split_triples(
-                labels, test_size=self.validation_fraction, random_state=self.random_state)
+            try:
+                labels, valid_labels = train_test_split_triples(
+                    labels, test_size=self.validation_fraction, random_state=self.random_state)
+            except ValueError as exc:
+                raise ValueError(
+                    f"early_stopping holds out validation_fraction={self.validation_fraction} of X's "
+                    f"{labels.shape[0]} triple(s), which leaves none to train on; pass valid= or lower "
+                    "validation_fraction.") from exc
         elif valid is not None:
             valid_labels = kgdata.check_triples(valid, name="valid")
 
@@ -396,11 +418,7 @@ class KGEmbedder(BaseEstimator):
             labels = kgdata.check_triples(X, n_columns=2, name="X")
         else:
             # (relation, tail) pairs, or full triples whose head is ignored
-            shape = np.shape(X) if hasattr(X, "shape") else np.shape(np.asarray(X, dtype=object))
-            if len(shape) == 2 and shape[1] == 3:
-                labels = kgdata.check_triples(X, name="X")[:, [2, 1]]
-            else:
-                labels = kgdata.check_triples(X, n_columns=2, name="X")[:, [1, 0]]
+            labels = kgdata.check_triples(X, n_columns=2, name="X", columns=("relation", "tail"))[:, ::-1]
         ids = self._encode_strict(labels, 2, name="X")
         return ids[:, 0], ids[:, 1]
 
@@ -427,6 +445,7 @@ class KGEmbedder(BaseEstimator):
         n_ent = len(self.entities_)
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_ent:
             raise ValueError(f"k must be an int in [1, {n_ent}] (the number of entities); got {k!r}.")
+        _check_bool("exclude_known", exclude_known)
         anchor, rel = self._queries(X, direction)
         known = self._known_index() if exclude_known else None
         labels, scores = [], []
@@ -437,7 +456,9 @@ class KGEmbedder(BaseEstimator):
                 a, r = anchor[i:i + bs], rel[i:i + bs]
                 s = score_all(self.model_, a, r, direction)
                 if known is not None:
-                    s = s.masked_fill(known.mask(a, r, direction), -torch.inf)
+                    mask = known.mask(a, r, direction)
+                    _check_enough_candidates(mask, k, i)
+                    s = s.masked_fill(mask, -torch.inf)
                 top = torch.topk(s, k, dim=1)
                 labels.append(to_numpy(top.indices))
                 scores.append(to_numpy(top.values))
@@ -461,6 +482,15 @@ class KGEmbedder(BaseEstimator):
         optimistic and pessimistic). Triples with an entity or relation unseen in
         ``fit`` count as misses with the worst rank; ``n_unknown`` reports them.
 
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+        filter_triples : array-like of shape (n_filter, 3), optional
+            More known triples to filter out (e.g. the other splits of a dataset).
+        batch_size : int, optional
+            Queries scored at once; by default as many as fit a bounded block
+            of memory (see :func:`kgestimator.evaluation.query_batch_size`).
+
         Returns
         -------
         metrics : dict
@@ -468,6 +498,8 @@ class KGEmbedder(BaseEstimator):
             ``n_unknown`` and the same metrics under ``'head'`` and ``'tail'``.
         """
         check_is_fitted(self)
+        if batch_size is not None:
+            _check_number("batch_size", batch_size, 1, integer=True)
         ids, known, _ = self._encode(X, 3, name="X")
         ok = torch.as_tensor(known, device=self.device_)
         ids = ids[ok]

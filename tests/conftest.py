@@ -1,9 +1,30 @@
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from kgestimator import KGEmbedder, make_kg
 
 #: small, fast settings shared by estimator tests (a few seconds per fit at most)
 FAST = dict(dim=16, n_negatives=32, batch_size=256, neg_chunk_size=32, n_epochs=5, learning_rate=0.02)
+
+# Fuzz tests (tests/test_fuzz*.py) run a few hundred generated cases per API by
+# default, derandomised so CI is repeatable; KGESTIMATOR_FUZZ=thorough runs
+# FUZZ_SCALE times as many, freshly random, for a deliberate search.
+FUZZ_PROFILE = os.environ.get("KGESTIMATOR_FUZZ", "default")
+FUZZ_SCALE = {"default": 1, "thorough": 20}
+if FUZZ_PROFILE not in FUZZ_SCALE:
+    raise ValueError(f"KGESTIMATOR_FUZZ must be one of {sorted(FUZZ_SCALE)}; got {FUZZ_PROFILE!r}")
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+settings.register_profile("default", deadline=None, derandomize=True, database=None,
+                          suppress_health_check=_SLOW_OK)
+settings.register_profile("thorough", deadline=None, suppress_health_check=_SLOW_OK)
+settings.load_profile(FUZZ_PROFILE)
+
+
+def fuzz_examples(n):
+    """Generated cases for a fuzz test: ``n`` by default, more when thorough."""
+    return n * FUZZ_SCALE[FUZZ_PROFILE]
 
 
 @pytest.fixture(scope="session")
