@@ -10,6 +10,7 @@ filtered test metrics.
 """
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -68,6 +69,15 @@ _positive_int = _int_at_least(1, "positive")
 _nonnegative_int = _int_at_least(0, "non-negative")
 
 
+def _thread_count(text):
+    """An argparse type: threads in [1, CPU count]; torch crashes on huge counts."""
+    value = _positive_int(text)
+    limit = os.cpu_count() or 1
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"expected at most {limit} (the number of CPUs), got {text!r}")
+    return value
+
+
 def _model_list(text):
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     if not names:
@@ -101,7 +111,7 @@ def _demo_arguments(parser):
                         help="tiny models (dim 16, 16 negatives, 5 epochs): a smoke test of a few seconds")
     parser.add_argument("--device", default="auto",
                         help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]' (default: auto)")
-    parser.add_argument("--threads", type=_positive_int, default=1,
+    parser.add_argument("--threads", type=_thread_count, default=1,
                         help="CPU threads for torch (default: 1; the demo's tensors are too "
                              "small to gain from more, and extra threads slow down sharply "
                              "on a busy machine)")

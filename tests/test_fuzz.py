@@ -24,6 +24,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import event, given, note
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -527,3 +528,19 @@ def test_fuzz_load_triples(tmp_path_factory, case, sep_override):
     out = load_triples(path, sep=sep)
     assert out.dtype.kind == "U" and out.shape == (len(expected), 3)
     assert out.tolist() == expected
+
+
+def test_head_queries_name_their_columns(fitted):
+    with pytest.raises(ValueError, match=r"\(relation, tail\) labels.*first \(head\) column is ignored"):
+        fitted.predict([["a", "b", "c", "d"]], direction="head")
+    with pytest.raises(ValueError, match=r"missing value \(None\) at row 0, column 0 \(relation\)"):
+        fitted.predict([[None, fitted.entities_[0]]], direction="head")
+    # the ignored head column of full triples is not validated
+    r, t = fitted.relations_[0], fitted.entities_[0]
+    assert fitted.predict([[np.nan, r, t]], direction="head") == fitted.predict([[r, t]], direction="head")
+
+
+def test_devices_torch_knows_but_cannot_train_on_are_refused(kg):
+    for device in ("meta", "xpu", "cuda:99" if torch.cuda.is_available() else "cuda"):
+        with pytest.raises(ValueError, match="'device' parameter"):
+            KGEmbedder(**TINY, device=device).fit(kg.train[:20])
