@@ -1,6 +1,7 @@
 """``KGEmbedder``: the scikit-learn estimator. Parameters, validation and glue; no maths."""
 
 import numbers
+import os
 import warnings
 
 import numpy as np
@@ -14,7 +15,8 @@ from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .models import MODELS
 from .samplers import make_sampler
-from .training import TrainConfig, train
+from .checkpoint import Checkpointer, fingerprint
+from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted, train
 
 #: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
 #: The tables print the code's keep-negative flag under "n_P/d", so
@@ -164,6 +166,19 @@ class KGEmbedder(BaseEstimator):
         reproducible output across multiple function calls (CPU).
     verbose : int, default=0
         Progress bar over epochs when positive.
+    checkpoint_dir : str or path-like, default=None
+        Folder of a training checkpoint (``checkpoint.pt``, replaced atomically).
+        When it already holds one, ``fit`` resumes from it and continues the
+        same run: weights, optimiser state, random generator, sampler state,
+        history and step counter, so that on CPU the result is identical to an
+        uninterrupted fit. Resuming requires the same training data and
+        parameters (only ``verbose``, the checkpoint settings and the device
+        index may change); otherwise ``fit`` raises a ValueError. Use one folder
+        per run: a finished run's folder makes ``fit`` return its final model.
+    checkpoint_every : int or None, default=None
+        Optimiser steps between checkpoints (None: at the end of every epoch);
+        a crash loses at most this much work. A checkpoint is also written at
+        the end of training.
 
     Attributes
     ----------
@@ -181,6 +196,19 @@ class KGEmbedder(BaseEstimator):
         The resolved ``alpha``, ``mutation_ratio`` and ``beta``.
     device_ : torch.device
 
+    Notes
+    -----
+    Ctrl-C (``KeyboardInterrupt``) during ``fit`` stops training and leaves a
+    fitted estimator with the best weights so far (the best validation weights
+    under ``early_stopping``, else the latest), with a warning that says so;
+    the last checkpoint is kept for resuming. A NaN or infinite loss stops
+    ``fit`` with a ``FloatingPointError`` that suggests what to change; the
+    estimator keeps the last finite weights.
+
+    ``save``/``load`` exchange models safely: ``load`` reads tensors and JSON
+    only. ``joblib.load`` or ``pickle.load`` of a file can run arbitrary code:
+    never unpickle a model file from someone you do not trust.
+
     Examples
     --------
     >>> from kgestimator import KGEmbedder, make_kg
@@ -197,7 +225,8 @@ class KGEmbedder(BaseEstimator):
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
                  learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
-                 compile=False, sparse=False, device="auto", random_state=None, verbose=0):
+                 compile=False, sparse=False, device="auto", random_state=None, verbose=0,
+                 checkpoint_dir=None, checkpoint_every=None):
         self.model = model
         self.dim = dim
         self.gamma = gamma
@@ -229,6 +258,8 @@ class KGEmbedder(BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = checkpoint_every
 
     # ------------------------------------------------------------------ validation
     def _resolve_emu(self):
@@ -273,6 +304,14 @@ class KGEmbedder(BaseEstimator):
         if self.sparse and self.regularizer == "l3":
             raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
                              "L3 penalty gives every row a gradient; use regularizer='n3'.")
+        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
+            raise ValueError(f"The 'checkpoint_dir' parameter must be None or a folder path; "
+                             f"got {self.checkpoint_dir!r}.")
+        if self.checkpoint_every is not None:
+            _check_number("checkpoint_every", self.checkpoint_every, 1, integer=True)
+            if self.checkpoint_dir is None:
+                raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
+                                 "set checkpoint_dir or leave checkpoint_every at None.")
         return self._resolve_emu()
 
     def _config(self, emu_params, n_train):
@@ -352,6 +391,13 @@ class KGEmbedder(BaseEstimator):
         sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations))
         known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
 
+        checkpoint = None
+        if self.checkpoint_dir is not None:
+            data = [train_ids, entities, relations] + ([] if valid_ids is None else [valid_ids])
+            checkpoint = Checkpointer(self.checkpoint_dir, self.checkpoint_every,
+                                      fingerprint(self.get_params(deep=False), device, data))
+            checkpoint.prepare()
+
         validate = None
         if valid_ids is not None and valid_ids.shape[0]:
             known_valid = KnownTriples(known_ids, len(entities), len(relations))
@@ -368,19 +414,30 @@ class KGEmbedder(BaseEstimator):
             def progress(rec):
                 bar.update(1)
                 bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k in ("loss", "valid_mrr")})
+        def set_fitted(history):
+            self.entities_, self.relations_, self.device_ = entities, relations, device
+            self.model_ = model
+            self.sampler_ = sampler
+            self.history_ = history
+            self.emu_params_ = emu_params
+            self._known_ids = known_ids
+            self.n_iter_ = len(history)
+
         try:
-            history = train(model, train_ids, sampler, cfg, gen, validate=validate, progress=progress)
+            history = train(model, train_ids, sampler, cfg, gen, validate=validate, progress=progress,
+                            checkpoint=checkpoint)
+        except TrainingInterrupted as stop:
+            set_fitted(stop.history)
+            warnings.warn(str(stop), UserWarning, stacklevel=2)
+            return self
+        except NonFiniteLossError as err:
+            if err.weights_kept:
+                set_fitted(err.history)
+            raise
         finally:
             if bar is not None:
                 bar.close()
-
-        self.entities_, self.relations_, self.device_ = entities, relations, device
-        self.model_ = model
-        self.sampler_ = sampler
-        self.history_ = history
-        self.emu_params_ = emu_params
-        self._known_ids = known_ids
-        self.n_iter_ = len(history)
+        set_fitted(history)
         return self
 
     # ------------------------------------------------------------------ inference

@@ -18,11 +18,12 @@ import copy
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 
 from . import losses
+from .checkpoint import to_device
 from .models import EmbeddingModel
 from .mutation import emu_mask, mixup_scores, mixup_weights, mutated_scores
 
@@ -57,7 +58,34 @@ class TrainConfig:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss."""
+    """Training produced a NaN or infinite loss, or non-finite weights.
+
+    Attributes
+    ----------
+    history : list of dict
+        Records of the epochs finished before it happened.
+    weights_kept : bool
+        Whether the model was left with finite weights (the message says which).
+    """
+
+    def __init__(self, message, history=(), weights_kept=False):
+        super().__init__(message)
+        self.history = list(history)
+        self.weights_kept = weights_kept
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`; the model holds the weights the message names.
+
+    Attributes
+    ----------
+    history : list of dict
+        Records of the finished epochs.
+    """
+
+    def __init__(self, message, history):
+        super().__init__(message)
+        self.history = list(history)
 
 
 def _chunk_rows(rows, chunk):
@@ -118,6 +146,13 @@ class _Optimizers:
     def step(self):
         for o in self.optimizers:
             o.step()
+
+    def state_dict(self):
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state):
+        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
+            o.load_state_dict(s)
 
 
 def make_optimizer(name, model, lr, sparse=False, adam=False):
@@ -213,7 +248,105 @@ def step_loss(model, pairwise, sampler, cfg, batch, step, generator):
     return loss
 
 
-def train(model, triples, sampler, cfg, generator, validate=None, progress=None):
+@dataclass
+class _Run:
+    """Where a run stands. With the model, optimiser, generator and sampler, it is all
+    that the next step depends on, hence all that a checkpoint holds."""
+
+    step: int = 0
+    epoch: int = 0               # epochs started
+    pos: int = 0                 # steps done in the current epoch
+    n_steps: int = 0             # steps in the current epoch's loss
+    seconds: float = 0.0         # time spent in the current epoch
+    history: list = field(default_factory=list)
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_evals: int = 0
+    switched: bool = False       # 'adagrad_then_adam' is on Adam
+    done: bool = False
+    # tensors (the checkpoint's state, not its JSON)
+    perm: object = None          # the current epoch's order; None between epochs
+    loss_sum: object = None
+    best_state: object = None    # best validation weights (early stopping)
+
+    TENSORS = ("perm", "loss_sum", "best_state")
+
+    def meta(self):
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.TENSORS}
+
+
+def _optimizer(cfg, model, switched):
+    if switched:
+        # the EMU reference switches to a fresh Adam at lr / 10 halfway
+        return make_optimizer("adam", model, cfg.learning_rate / 10, cfg.sparse, adam=True)
+    return make_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.sparse)
+
+
+def _finite(model):
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _snapshot(run, model, optimizer, generator, sampler):
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "generator": generator.get_state(),
+             "run": {k: getattr(run, k) for k in run.TENSORS if getattr(run, k) is not None}}
+    if hasattr(sampler, "state_dict"):
+        state["sampler"] = sampler.state_dict()
+    return run.meta(), state
+
+
+def _restore(saved, run, model, generator, sampler, device):
+    meta, state = saved
+    for f in fields(run):
+        if f.name in meta["run"]:
+            setattr(run, f.name, meta["run"][f.name])
+    for name, value in to_device(state["run"], device).items():
+        setattr(run, name, value)
+    model.load_state_dict(state["model"])
+    generator.set_state(state["generator"])
+    if "sampler" in state and hasattr(sampler, "load_state_dict"):
+        sampler.load_state_dict(to_device(state["sampler"], device))
+
+
+def _non_finite(problem, run, model, cfg, checkpoint):
+    """Leave the model with the last finite weights there are, and say which."""
+    if _finite(model):
+        kept = f"the weights after step {run.step}, the last finite ones" if run.step else "the initial weights"
+    elif run.best_state is not None and cfg.early_stopping:
+        model.load_state_dict(run.best_state)
+        kept = f"the best validation weights (epoch {run.best_epoch})"
+    elif checkpoint is not None and checkpoint.step is not None:
+        model.load_state_dict(checkpoint.load()[1]["model"])  # checkpoints are written finite only
+        kept = f"the weights of the checkpoint of step {checkpoint.step}"
+    else:
+        kept = None
+    message = (f"{problem}. "
+               + (f"The estimator keeps {kept}. " if kept else "No finite weights are left to keep. ")
+               + f"Lower 'learning_rate' (it is {cfg.learning_rate}), or use regularizer='n3', or a smaller "
+               "'gamma' (it also sets the initial weight range).")
+    if checkpoint is not None:
+        message += " A checkpoint only resumes with the same parameters: use a new checkpoint_dir."
+    return NonFiniteLossError(message, run.history, weights_kept=kept is not None)
+
+
+def _interrupted(run, model, cfg, checkpoint, total_steps):
+    if cfg.early_stopping and run.best_state is not None:
+        model.load_state_dict(run.best_state)
+        kept = f"the best weights so far (validation MRR {run.best:.4f} at epoch {run.best_epoch})"
+    else:
+        kept = f"the weights after step {run.step}"
+    if checkpoint is not None and checkpoint.step is not None:
+        resume = (f"fit with the same checkpoint_dir resumes from the checkpoint of step "
+                  f"{checkpoint.step} in {checkpoint.path}.")
+    else:
+        resume = "set checkpoint_dir to be able to resume an interrupted fit."
+    return TrainingInterrupted(
+        f"Training was interrupted at epoch {run.epoch}, step {run.step} of {total_steps}. The estimator "
+        f"is fitted with {kept}; history_ holds the {len(run.history)} finished epoch(s). To go on, {resume}",
+        run.history)
+
+
+def train(model, triples, sampler, cfg, generator, validate=None, progress=None, checkpoint=None):
     """Train ``model`` in place on encoded ``triples`` (LongTensor on the device).
 
     Parameters
@@ -225,70 +358,103 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None)
         are restored.
     progress : callable, optional
         ``progress(epoch_record)`` after each epoch (progress bar / logging).
+    checkpoint : Checkpointer, optional
+        Resume from its checkpoint when there is one; write one every
+        ``checkpoint.every`` steps (or each epoch) and at the end. Checkpoints
+        hold the model, the optimiser, the generator's state, the sampler's
+        ``state_dict()`` when it has one, and the run's position (epoch order,
+        step, running loss, history, early-stopping state), so that a resumed
+        run takes exactly the steps the uninterrupted run would have taken.
 
     Returns
     -------
     history : list of dict
         One record per epoch: ``epoch``, ``step``, ``loss``, ``seconds`` and, where
         evaluated, ``valid_mrr``.
+
+    Raises
+    ------
+    TrainingInterrupted
+        On Ctrl-C (a KeyboardInterrupt), with the best weights so far restored
+        under early stopping; the last checkpoint is left as it was.
+    NonFiniteLossError
+        When the loss or the weights stop being finite; the model is left with
+        the last finite weights there are (see the message).
     """
     n = triples.shape[0]
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
-    n_epochs = math.ceil(total_steps / steps_per_epoch)
     model.sparse = cfg.sparse
-    optimizer = make_optimizer(cfg.optimizer, model, cfg.learning_rate, cfg.sparse)
     pairwise = pairwise_fn(model, cfg.compile)
     switch_at = total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None
 
-    history, best, best_state, bad_evals = [], -math.inf, None, 0
-    step = 0
-    for epoch in range(1, n_epochs + 1):
-        model.train()
-        t0 = time.perf_counter()
-        perm = torch.randperm(n, generator=generator, device=triples.device)
-        loss_sum = torch.zeros((), device=triples.device)
-        n_steps = 0
-        for i in range(steps_per_epoch):
-            if step >= total_steps:
-                break
-            if switch_at is not None and step == switch_at:
-                # the EMU reference switches to a fresh Adam at lr / 10 halfway
-                optimizer = make_optimizer("adam", model, cfg.learning_rate / 10, cfg.sparse, adam=True)
-            idx = perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=perm.device) % n]
-            loss = step_loss(model, pairwise, sampler, cfg, triples[idx], step, generator)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"The training loss became {loss.item()} at epoch {epoch}, step {step + 1}; "
-                    "the weights are those of the previous step. Lower 'learning_rate', or "
-                    "use a regularizer ('n3') or a smaller 'gamma'."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            n_steps += 1
-            step += 1
-        record = {"epoch": epoch, "step": step, "loss": float(loss_sum) / max(1, n_steps),
-                  "seconds": time.perf_counter() - t0}
-        last = step >= total_steps
-        if validate is not None and (epoch % cfg.eval_every == 0 or last):
-            score = validate()
-            record["valid_mrr"] = score
-            if score > best:
-                best, bad_evals = score, 0
-                if cfg.early_stopping:
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                bad_evals += 1
-        history.append(record)
-        if progress is not None:
-            progress(record)
-        if cfg.early_stopping and bad_evals >= cfg.patience:
-            break
-        if last:
-            break
-    if cfg.early_stopping and best_state is not None:
-        model.load_state_dict(best_state)
-    return history
+    run = _Run()
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        _restore(saved, run, model, generator, sampler, triples.device)
+    optimizer = _optimizer(cfg, model, run.switched)
+    if saved is not None:
+        optimizer.load_state_dict(saved[1]["optimizer"])
+    del saved
+
+    def save():
+        if not _finite(model):
+            raise _non_finite(f"The weights became non-finite by step {run.step}", run, model, cfg, checkpoint)
+        checkpoint.save(*_snapshot(run, model, optimizer, generator, sampler))
+
+    try:
+        while not run.done:
+            if run.perm is None:
+                run.epoch, run.pos, run.n_steps, run.seconds = run.epoch + 1, 0, 0, 0.0
+                run.perm = torch.randperm(n, generator=generator, device=triples.device)
+                run.loss_sum = torch.zeros((), device=triples.device)
+            model.train()
+            t0 = time.perf_counter()
+            while run.pos < steps_per_epoch and run.step < total_steps:
+                if run.step == switch_at and not run.switched:
+                    run.switched = True
+                    optimizer = _optimizer(cfg, model, True)
+                i = run.pos
+                idx = run.perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=triples.device) % n]
+                loss = step_loss(model, pairwise, sampler, cfg, triples[idx], run.step, generator)
+                if not torch.isfinite(loss):
+                    raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, step "
+                                      f"{run.step + 1}", run, model, cfg, checkpoint)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                run.loss_sum += loss.detach()
+                run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
+                if checkpoint is not None and checkpoint.due(run.step):
+                    now = time.perf_counter()
+                    run.seconds, t0 = run.seconds + now - t0, now
+                    save()
+            run.seconds += time.perf_counter() - t0
+            if not _finite(model):
+                raise _non_finite(f"The weights became non-finite in epoch {run.epoch}", run, model, cfg,
+                                  checkpoint)
+            record = {"epoch": run.epoch, "step": run.step, "loss": float(run.loss_sum) / max(1, run.n_steps),
+                      "seconds": run.seconds}
+            last = run.step >= total_steps
+            if validate is not None and (run.epoch % cfg.eval_every == 0 or last):
+                score = validate()
+                record["valid_mrr"] = score
+                if score > run.best:
+                    run.best, run.best_epoch, run.bad_evals = score, run.epoch, 0
+                    if cfg.early_stopping:
+                        run.best_state = copy.deepcopy(model.state_dict())
+                else:
+                    run.bad_evals += 1
+            run.history.append(record)
+            run.perm = None
+            run.done = last or (cfg.early_stopping and run.bad_evals >= cfg.patience)
+            if progress is not None:
+                progress(record)
+            if checkpoint is not None and (checkpoint.every is None or run.done):
+                save()
+    except KeyboardInterrupt:
+        raise _interrupted(run, model, cfg, checkpoint, total_steps) from None
+    if cfg.early_stopping and run.best_state is not None:
+        model.load_state_dict(run.best_state)
+    return run.history

@@ -1,0 +1,375 @@
+"""Faults during training: checkpoints and resume, Ctrl-C, SIGKILL, non-finite losses."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+
+import kgestimator
+from conftest import FAST
+from kgestimator import KGEmbedder
+from kgestimator.checkpoint import FILENAME, FORMAT, FORMAT_VERSION
+from kgestimator.persistence import read_payload
+from kgestimator.samplers import BernoulliSampler, UniformSampler
+
+#: steps per epoch with FAST on the session graph: ceil(1200 / 256) = 5
+RUN = dict(FAST, n_epochs=6)
+
+
+class Faults:
+    """Switches the samplers below consult: raise Ctrl-C, or poison the weights, at a step."""
+
+    interrupt_at = None
+    poison_at = None
+
+
+class _FaultMixin:
+    def sides(self, batch, step, generator):
+        if step == Faults.interrupt_at:
+            Faults.interrupt_at = None
+            raise KeyboardInterrupt
+        return super().sides(batch, step, generator)
+
+    def sample(self, batch, side, n_chunks, n_negatives, generator, model=None, query=None):
+        if Faults.poison_at is not None and getattr(self, "_step", 0) >= Faults.poison_at:
+            Faults.poison_at = None
+            with torch.no_grad():
+                model.entity.fill_(float("nan"))
+        self._step = getattr(self, "_step", 0) + 1
+        return super().sample(batch, side, n_chunks, n_negatives, generator, model, query)
+
+
+class FaultyUniform(_FaultMixin, UniformSampler):
+    pass
+
+
+class FaultyBernoulli(_FaultMixin, BernoulliSampler):
+    pass
+
+
+class CachingSampler(_FaultMixin, UniformSampler):
+    """A sampler with training state, as NSCaching has: it keeps the hardest negatives seen
+    and draws half of each set from them, so its state changes the run."""
+
+    def __init__(self, cache_size=8):
+        self.cache_size = cache_size
+
+    def fit(self, triples, n_entities, n_relations):
+        super().fit(triples, n_entities, n_relations)
+        self.cache_ = torch.zeros(self.cache_size, dtype=torch.long, device=triples.device)
+        self.updates_ = 0
+        return self
+
+    def sample(self, batch, side, n_chunks, n_negatives, generator, model=None, query=None):
+        ids = super().sample(batch, side, n_chunks, n_negatives, generator, model, query)
+        pick = torch.randint(self.cache_size, (n_chunks, n_negatives // 2), generator=generator,
+                             device=ids.device)
+        ids[:, : n_negatives // 2] = self.cache_[pick]
+        return ids
+
+    def update(self, batch, side, neg_ids, neg_scores):
+        hardest = neg_scores.mean(1).argsort(dim=-1, descending=True)[0, : self.cache_size]
+        self.cache_ = neg_ids[0, hardest].clone()
+        self.updates_ += 1
+
+    def state_dict(self):
+        return {"cache": self.cache_, "updates": self.updates_}
+
+    def load_state_dict(self, state):
+        assert state["cache"].device == self.cache_.device
+        self.cache_, self.updates_ = state["cache"], state["updates"]
+
+
+def _weights(est):
+    return {k: v.clone() for k, v in est.model_.state_dict().items()}
+
+
+def _same_run(a, b):
+    """Identical weights, bit for bit, and identical history but for the wall-clock seconds."""
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in a.history_]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in b.history_]
+
+
+def _checkpoint_step(directory):
+    meta, _ = read_payload(Path(directory) / FILENAME, FORMAT, FORMAT_VERSION, "checkpoint")
+    return meta["run"]["step"]
+
+
+def _fit_interrupted(params, kg, at):
+    Faults.interrupt_at = at
+    with pytest.warns(UserWarning, match=f"interrupted at epoch .*step {at} of") as record:
+        est = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    assert Faults.interrupt_at is None
+    return est, str(record[0].message)
+
+
+@pytest.mark.parametrize("options", [
+    dict(sampler=FaultyUniform()),
+    dict(sampler=FaultyUniform(), emu=True, optimizer="adagrad_then_adam", learning_rate=0.05,
+         early_stopping=True, eval_every=1, patience=50),
+    dict(sampler=FaultyBernoulli(), sparse=True, loss="self_adversarial", regularizer="n3", reg_weight=1e-3),
+], ids=["adam", "adagrad-then-adam-emu-early-stopping", "bernoulli-sparse"])
+def test_interrupted_and_resumed_run_equals_uninterrupted_run(kg, tmp_path, options):
+    params = dict(RUN, **options, random_state=5)
+    reference = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    # interrupted twice: mid-epoch (step 13, after the checkpoint of step 12) and
+    # across the Adagrad -> Adam switch (step 15), then run to the end
+    params.update(checkpoint_dir=tmp_path / "run", checkpoint_every=4)
+    est, message = _fit_interrupted(params, kg, at=13)
+    assert _checkpoint_step(tmp_path / "run") == 12
+    assert "resumes from the checkpoint of step 12" in message
+    assert len(est.history_) == 2 and est.n_iter_ == 2  # the two finished epochs
+    _fit_interrupted(params, kg, at=17)
+    assert _checkpoint_step(tmp_path / "run") == 16
+    resumed = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    _same_run(resumed, reference)
+    np.testing.assert_array_equal(resumed.score_samples(kg.test), reference.score_samples(kg.test))
+    assert _checkpoint_step(tmp_path / "run") == reference.history_[-1]["step"]
+
+
+def test_epoch_checkpoints_resume_identically(kg, tmp_path):
+    params = dict(RUN, sampler=FaultyUniform(), random_state=1, early_stopping=True, eval_every=2, patience=9)
+    reference = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    params["checkpoint_dir"] = tmp_path
+    _fit_interrupted(params, kg, at=12)  # in epoch 3, after the checkpoint of epoch 2
+    assert _checkpoint_step(tmp_path) == 10
+    _same_run(KGEmbedder(**params).fit(kg.train, valid=kg.valid), reference)
+
+
+def _stopped_at_step_9(params, kg):
+    """Fit until Ctrl-C in step 9 (the tenth); the checkpoint then holds step 9."""
+    Faults.interrupt_at = 9
+    with pytest.warns(UserWarning, match="interrupted"):
+        KGEmbedder(**params).fit(kg.train)
+    assert _checkpoint_step(params["checkpoint_dir"]) == 9
+
+
+def test_sampler_state_is_checkpointed(kg, tmp_path, monkeypatch):
+    params = dict(RUN, sampler=CachingSampler(), random_state=2)
+    reference = KGEmbedder(**params).fit(kg.train)
+    params.update(checkpoint_dir=tmp_path / "a", checkpoint_every=3)
+    _stopped_at_step_9(params, kg)
+    resumed = KGEmbedder(**params).fit(kg.train)
+    _same_run(resumed, reference)
+    assert resumed.sampler_.updates_ == reference.sampler_.updates_ == 30
+    # the check has teeth: a resume that forgets the sampler's cache trains another model
+    params["checkpoint_dir"] = tmp_path / "b"
+    _stopped_at_step_9(params, kg)
+    monkeypatch.setattr(CachingSampler, "load_state_dict", lambda self, state: None)
+    forgetful = KGEmbedder(**params).fit(kg.train)
+    assert not torch.equal(forgetful.model_.entity, reference.model_.entity)
+
+
+def test_finished_run_is_returned_as_it_was(kg, tmp_path):
+    params = dict(RUN, random_state=0, checkpoint_dir=tmp_path)
+    first = KGEmbedder(**params).fit(kg.train)
+    t0 = time.perf_counter()
+    again = KGEmbedder(**params).fit(kg.train)
+    _same_run(again, first)
+    assert again.history_ == first.history_  # nothing was retrained, not even the seconds
+    assert time.perf_counter() - t0 < 30
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(dim=8), "'dim' is 16 there and 8 here"),
+    (dict(random_state=1), "'random_state' is 0 there and 1 here"),
+    (dict(sampler="bernoulli"), "'sampler'"),
+    (dict(data="other"), "other training data"),
+])
+def test_resuming_another_run_is_refused(kg, tmp_path, change, match):
+    params = dict(RUN, n_epochs=1, random_state=0, checkpoint_dir=tmp_path)
+    KGEmbedder(**params).fit(kg.train)
+    data = kg.train[:-1] if change.pop("data", None) else kg.train
+    with pytest.raises(ValueError, match=match) as info:
+        KGEmbedder(**{**params, **change}).fit(data)
+    assert "use another checkpoint_dir, or delete" in str(info.value)
+    # what may change: the progress display, the checkpoint interval
+    KGEmbedder(**{**params, "verbose": 0, "checkpoint_every": 2}).fit(kg.train)
+
+
+def test_checkpoint_parameters_are_validated(kg, tmp_path):
+    with pytest.raises(ValueError, match="'checkpoint_every'.*without checkpoint_dir"):
+        KGEmbedder(**RUN, checkpoint_every=5).fit(kg.train)
+    with pytest.raises(ValueError, match="'checkpoint_every'"):
+        KGEmbedder(**RUN, checkpoint_dir=tmp_path, checkpoint_every=0).fit(kg.train)
+    with pytest.raises(ValueError, match="'checkpoint_dir'"):
+        KGEmbedder(**RUN, checkpoint_dir=3).fit(kg.train)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="must be a folder"):
+        KGEmbedder(**RUN, checkpoint_dir=tmp_path / "file").fit(kg.train)
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(kg, tmp_path, monkeypatch):
+    params = dict(RUN, sampler=FaultyUniform(), random_state=0)
+    reference = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    params.update(checkpoint_dir=tmp_path, checkpoint_every=4)
+    _fit_interrupted(params, kg, at=9)
+    before = (tmp_path / FILENAME).read_bytes()
+    real_save = torch.save
+
+    def half_written(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", half_written)
+    (tmp_path / ".checkpoint-stale.tmp").write_bytes(b"left by a killed run")
+    with pytest.raises(OSError, match="disk full"):
+        KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    assert (tmp_path / FILENAME).read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FILENAME]  # no temporary files left
+    monkeypatch.setattr(torch, "save", real_save)
+    _same_run(KGEmbedder(**params).fit(kg.train, valid=kg.valid), reference)
+
+
+def test_tampered_checkpoint_is_refused(kg, tmp_path):
+    params = dict(RUN, n_epochs=1, random_state=0, checkpoint_dir=tmp_path)
+    KGEmbedder(**params).fit(kg.train)
+    path = tmp_path / FILENAME
+    payload = torch.load(path, weights_only=True)
+    payload["state"]["model"]["entity"][0, 0] += 1
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="checksum.*Delete it to start the run over"):
+        KGEmbedder(**params).fit(kg.train)
+
+
+def test_ctrl_c_keeps_best_weights_so_far(kg):
+    params = dict(RUN, n_epochs=30, sampler=FaultyUniform(), early_stopping=True, eval_every=1, patience=100,
+                  random_state=0)
+    est, message = _fit_interrupted(params, kg, at=42)
+    evals = [h["valid_mrr"] for h in est.history_]
+    best = int(np.argmax(evals))
+    assert f"best weights so far (validation MRR {evals[best]:.4f} at epoch {best + 1})" in message
+    assert "set checkpoint_dir to be able to resume" in message
+    assert est.evaluate(kg.valid)["mrr"] == pytest.approx(evals[best], abs=1e-12)
+    assert est.predict(kg.test[:3, :2]).shape == (3,)
+
+
+def test_non_finite_loss_keeps_last_finite_weights(kg, tmp_path):
+    params = dict(RUN, sampler=FaultyUniform(), random_state=0)
+    # no checkpoint: the weights turn NaN at step 7; nothing finite is left
+    Faults.poison_at = 7
+    est = KGEmbedder(**params)
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 2, step 8.*No finite weights"):
+        est.fit(kg.train)
+    with pytest.raises(NotFittedError):
+        est.predict(kg.test[:1, :2])
+    # with a checkpoint, the estimator falls back to its weights
+    Faults.poison_at = 7
+    est = KGEmbedder(**params, checkpoint_dir=tmp_path, checkpoint_every=3)
+    with pytest.raises(FloatingPointError, match="keeps the weights of the checkpoint of step 6") as info:
+        est.fit(kg.train)
+    assert "learning_rate" in str(info.value) and "new checkpoint_dir" in str(info.value)
+    assert all(torch.isfinite(p).all() for p in est.model_.parameters())
+    ref = KGEmbedder(**{**params, "max_steps": 6}).fit(kg.train)
+    assert torch.equal(est.model_.entity, ref.model_.entity)
+    assert len(est.history_) == 1 and np.all(np.isfinite(est.score_samples(kg.test)))
+
+
+def test_non_finite_loss_from_divergence(kg):
+    est = KGEmbedder(**{**FAST, "n_epochs": 50, "learning_rate": 1e6}, gamma=1e15, random_state=0)
+    with pytest.raises(FloatingPointError, match="Lower 'learning_rate' \\(it is 1000000.0\\)"):
+        est.fit(kg.train)
+    if hasattr(est, "model_"):
+        assert all(torch.isfinite(p).all() for p in est.model_.parameters())
+
+
+# ---------------------------------------------------------------- SIGKILL
+CHILD = """
+import os, sys
+import torch
+torch.set_num_threads(1)
+from kgestimator import KGEmbedder, make_kg
+from kgestimator.samplers import UniformSampler
+
+log = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+
+
+class LoggingSampler(UniformSampler):
+    # records each step as it starts; os.write survives a SIGKILL
+    def sides(self, batch, step, generator):
+        os.write(log, b"%d\\n" % step)
+        return super().sides(batch, step, generator)
+
+
+kg = make_kg(n_entities=60, n_relations=8, n_triples=1500, random_state=0)
+est = KGEmbedder(**PARAMS, sampler=LoggingSampler(), checkpoint_dir=sys.argv[1], checkpoint_every=EVERY)
+est.fit(kg.train, valid=kg.valid)
+est.set_params(sampler="uniform").save(sys.argv[3])  # the logging sampler draws as 'uniform' does
+"""
+KILL_PARAMS = dict(dim=16, n_negatives=32, batch_size=200, neg_chunk_size=20, n_epochs=25, emu=True,
+                   optimizer="adagrad_then_adam", learning_rate=0.05, eval_every=5, random_state=3)
+EVERY = 7
+
+
+def _logged_steps(path):
+    text = path.read_text() if path.exists() else ""
+    return [int(line) for line in text.split("\n")[:-1]]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_sigkill_at_a_random_moment_then_resume(kg, tmp_path):
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    print(f"kill moments from seed {seed}")
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD).replace("PARAMS", repr(KILL_PARAMS)).replace("EVERY", str(EVERY)))
+    repo = str(Path(kgestimator.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    ckpt, model_path = tmp_path / "run", tmp_path / "model.kge"
+    total = KILL_PARAMS["n_epochs"] * 6  # 1200 triples / 200 per batch
+
+    def start(log):
+        return subprocess.Popen([sys.executable, str(script), str(ckpt), str(log), str(model_path)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    resumed_from = 0
+    # one kill in each half of the run
+    targets = [rng.randrange(EVERY + 1, total // 2), rng.randrange(total // 2 + EVERY + 1, total - 10)]
+    for kill, target in enumerate(targets):
+        log = tmp_path / f"steps{kill}.log"
+        proc = start(log)
+        deadline = time.monotonic() + 300
+        while (not _logged_steps(log) or _logged_steps(log)[-1] < target) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the child did not reach the kill step"
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.01))  # somewhere inside a step, a validation or a checkpoint write
+        proc.kill()
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()
+        steps = _logged_steps(log)
+        assert steps[0] == resumed_from  # each run starts exactly where the checkpoint was
+        done = steps[-1] + 1  # at most this many steps were finished when it died
+        resumed_from = _checkpoint_step(ckpt)
+        print(f"killed after step {steps[-1]} had started; the checkpoint holds step {resumed_from}")
+        assert done - EVERY <= resumed_from <= done, (done, resumed_from)  # at most one interval lost
+    log = tmp_path / "final.log"
+    proc = start(log)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read().decode()
+    assert _logged_steps(log)[0] == resumed_from
+    # the killed-and-resumed model is the uninterrupted one
+    loaded = KGEmbedder.load(model_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the children's setting: float sums then agree bit for bit
+    try:
+        reference = KGEmbedder(**KILL_PARAMS).fit(kg.train, valid=kg.valid)
+    finally:
+        torch.set_num_threads(threads)
+    _same_run(loaded, reference)
+    assert [h["epoch"] for h in loaded.history_] == list(range(1, KILL_PARAMS["n_epochs"] + 1))
+    assert 0 < loaded.evaluate(kg.test)["mrr"] <= 1
+    assert sorted(p.name for p in ckpt.iterdir()) == [FILENAME]
