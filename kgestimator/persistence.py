@@ -14,6 +14,7 @@ nested in dicts and lists) and ``checksum`` (SHA-256 over metadata and state).
 import hashlib
 import json
 import os
+import pickle
 import re
 import tempfile
 import warnings
@@ -121,13 +122,15 @@ def read_payload(path, fmt=FORMAT, version=FORMAT_VERSION, what="kgestimator mod
 
 def _load_error(path, what, exc):
     text = str(exc)
-    if "Weights only load failed" in text or "WeightsUnpickler" in text:
-        detail = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n|$)", text)
-        detail = detail.group(1).strip() if detail else type(exc).__name__
-        return (f"{path!s} holds Python objects other than tensors and plain data ({detail}). "
-                f"It is not a {what}, and kgestimator refuses to unpickle it because unpickling can run "
-                "arbitrary code. Open it with pickle or joblib only if you trust whoever made it.")
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in text:
+        # torch's message advises weights_only=False, which is what must not be done
+        # with a file from someone else: pass on only what it found
+        detail = re.search(r"(Unsupported [^\n]+|Trying to load [^\n]+)", text)
+        detail = detail.group(1).strip().rstrip(".") if detail else type(exc).__name__
+        return (f"{path!s} is not a {what}: it holds Python objects other than tensors and plain data, "
+                f"or it is corrupt ({detail}). kgestimator refuses to unpickle it because unpickling can "
+                "run arbitrary code; open it with pickle or joblib only if you trust whoever made it.")
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
     return f"{path!s} is not a {what}, or it is truncated or corrupt: {first}"
 
 
@@ -136,10 +139,18 @@ def _labels_to_json(labels):
     return {"kind": "int" if labels.dtype.kind in "iu" else "str", "values": labels.tolist()}
 
 
-def _labels_from_json(obj):
-    if obj.get("kind") not in ("int", "str") or not isinstance(obj.get("values"), list):
-        raise ValueError("labels must be {'kind': 'int' or 'str', 'values': [...]}")
-    return np.asarray(obj["values"], dtype=np.int64 if obj["kind"] == "int" else str)
+def _labels_from_json(obj, name):
+    """A vocabulary as fit builds it: valid labels, sorted and unique (encode relies on it)."""
+    from .data import check_triples
+
+    if obj.get("kind") not in ("int", "str") or not isinstance(obj.get("values"), list) or not obj["values"]:
+        raise ValueError(f"{name} must be {{'kind': 'int' or 'str', 'values': [labels]}}")
+    labels = check_triples(np.array(obj["values"], dtype=object).reshape(-1, 1).repeat(3, 1), name=name)[:, 0]
+    if labels.dtype.kind != ("i" if obj["kind"] == "int" else "U"):
+        raise ValueError(f"{name} are not all of kind {obj['kind']!r}")
+    if labels.size > 1 and not np.all(labels[1:] > labels[:-1]):
+        raise ValueError(f"{name} are not sorted and unique")
+    return labels
 
 
 def params_to_json(est):
@@ -204,8 +215,8 @@ def _rebuild(meta, state, device):
         params["sampler"] = SAMPLERS[params["sampler"]["name"]](**params["sampler"]["params"])
     est = KGEmbedder(**params)
     est._validate_params()
-    est.entities_ = _labels_from_json(meta["entities"])
-    est.relations_ = _labels_from_json(meta["relations"])
+    est.entities_ = _labels_from_json(meta["entities"], "entities")
+    est.relations_ = _labels_from_json(meta["relations"], "relations")
     n_ent, n_rel = len(est.entities_), len(est.relations_)
     est.device_ = resolve_device(device)
     model = MODELS[params["model"]](n_ent, n_rel, params["dim"], float(params["gamma"]))
