@@ -13,6 +13,7 @@ from . import data as kgdata
 from ._utils import make_generator, resolve_device, to_numpy
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
+from .memory import check_training_fits
 from .models import MODELS
 from .samplers import make_sampler
 from .checkpoint import Checkpointer, fingerprint
@@ -376,6 +377,10 @@ class KGEmbedder(BaseEstimator):
         # fitted state is assembled in locals and assigned at the end, so a failed
         # fit never leaves a half-updated estimator behind
         entities, relations = kgdata.build_vocabulary(labels)
+        # fail in a second, not after an hour or with the machine swapping
+        check_training_fits(MODELS[self.model], len(entities), len(relations), self.dim,
+                            labels.shape[0] + (0 if valid_labels is None else valid_labels.shape[0]),
+                            self.optimizer, self.sparse, self.early_stopping, device)
         train_ids = _encode_strict(labels, entities, relations, device)
         valid_ids = None
         if valid_labels is not None:

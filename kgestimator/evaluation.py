@@ -13,10 +13,14 @@ import math
 import numpy as np
 import torch
 
+from . import memory
 from .models import EmbeddingModel
 
 #: elements per (Q, n_entities) score block: bounds evaluation memory (~256 MB of fp32)
 BLOCK_ELEMENTS = 1 << 26
+#: bytes per (query, entity) pair while ranking: the score, its filtered copy,
+#: the filter mask and two comparison masks
+BYTES_PER_SCORE = 16
 #: elements per (rows, entities, d) temporary of distance models: a few MB stays in cache
 EVAL_BLOCK = 1 << 22
 
@@ -47,10 +51,20 @@ def score_all(model, anchor, rel, side):
 
 
 def query_batch_size(model, requested=None):
-    """Queries per block so that ``(Q, n_entities)`` score blocks stay bounded."""
+    """Queries per block so that ``(Q, n_entities)`` score blocks stay bounded.
+
+    At most ``BLOCK_ELEMENTS / 4`` scores, and at most a quarter of the memory
+    free on the model's device: on a graph too large for one score matrix,
+    evaluation and top-k prediction go query by query instead of failing.
+    """
     if requested:
         return int(requested)
-    return int(max(16, min(4096, BLOCK_ELEMENTS // (4 * max(1, model.n_entities)))))
+    n = max(1, model.n_entities)
+    rows = min(4096, BLOCK_ELEMENTS // (4 * n))
+    free = memory.available_bytes(model.entity.device)
+    if free is not None:
+        rows = min(rows, free // 4 // (BYTES_PER_SCORE * n))
+    return int(max(1, rows))
 
 
 def realistic_ranks(scores, target, filter_mask):

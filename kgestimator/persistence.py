@@ -35,7 +35,8 @@ def digest(metadata, state):
 
 def _update(h, obj):
     if torch.is_tensor(obj):
-        h.update(obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        # a view of the tensor's bytes, not a copy: checkpoints of large tables stay cheap
+        h.update(obj.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     elif isinstance(obj, dict):
         for key in sorted(obj, key=str):
             h.update(str(key).encode("utf-8"))
