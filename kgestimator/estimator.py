@@ -11,12 +11,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
 from ._utils import make_generator, resolve_device, to_numpy
+from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .memory import check_training_fits
 from .models import MODELS
 from .samplers import make_sampler
-from .checkpoint import Checkpointer, fingerprint
 from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted, train
 
 #: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
@@ -374,8 +374,9 @@ class KGEmbedder(BaseEstimator):
         elif valid is not None:
             valid_labels = kgdata.check_triples(valid, name="valid")
 
-        # fitted state is assembled in locals and assigned at the end, so a failed
-        # fit never leaves a half-updated estimator behind
+        # fitted state is assembled in locals and assigned at the end (or where
+        # training stops with usable weights: Ctrl-C, a non-finite loss), so a
+        # failed fit never leaves a half-updated estimator behind
         entities, relations = kgdata.build_vocabulary(labels)
         # fail in a second, not after an hour or with the machine swapping
         check_training_fits(MODELS[self.model], len(entities), len(relations), self.dim,
@@ -409,6 +410,10 @@ class KGEmbedder(BaseEstimator):
 
             def validate():
                 return evaluate_ranks(model, valid_ids, known_valid)["mrr"]
+        elif self.early_stopping:
+            warnings.warn("early_stopping is on but no validation triple has its entities and relation in "
+                          "the training triples; training runs every epoch without early stopping.",
+                          UserWarning, stacklevel=2)
 
         bar, progress = None, None
         if self.verbose:
@@ -419,6 +424,7 @@ class KGEmbedder(BaseEstimator):
             def progress(rec):
                 bar.update(1)
                 bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k in ("loss", "valid_mrr")})
+
         def set_fitted(history):
             self.entities_, self.relations_, self.device_ = entities, relations, device
             self.model_ = model
@@ -595,14 +601,43 @@ class KGEmbedder(BaseEstimator):
         self.__dict__.update(state)
 
     def save(self, path):
-        """Write the fitted estimator to ``path`` in a format that runs no code on load."""
+        """Write the fitted estimator to ``path`` in a format that runs no code on load.
+
+        The file holds tensors, JSON metadata and a SHA-256 checksum, and is
+        written atomically (temporary file, then rename). Read it with :meth:`load`.
+        """
         from .persistence import save
 
         save(self, path)
 
     @classmethod
     def load(cls, path, device="cpu"):
-        """Read an estimator written by :meth:`save` (weights-only tensors plus JSON)."""
+        """Read an estimator written by :meth:`save`: the safe way to open a model file.
+
+        Only tensors and JSON are read (``torch.load(weights_only=True)``), so
+        loading never runs code from the file. ``joblib.load`` or ``pickle.load``
+        of an untrusted file can run arbitrary code: do not use them on files
+        from others.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, default='cpu'
+
+        Returns
+        -------
+        estimator : KGEmbedder
+
+        Raises
+        ------
+        ValueError
+            For a file that is not a kgestimator model file (a pickle holding
+            code included, refused without running it), that is truncated,
+            corrupt or modified (checksum), inconsistent, or of another format
+            version.
+        FileNotFoundError
+            When ``path`` does not exist.
+        """
         from .persistence import load
 
         return load(path, device=device)

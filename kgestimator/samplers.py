@@ -14,6 +14,19 @@ The trainer calls, per step:
 
 Samplers are scikit-learn ``BaseEstimator`` objects so that ``GridSearchCV``
 reaches their parameters as ``sampler__<name>``.
+
+Checkpoints (``checkpoint_dir``). A sampler whose state changes during
+training (NSCaching caches, DANS networks) defines two optional methods:
+
+* ``state_dict()`` -> dict of tensors and plain Python values (int, float,
+  str, bool, None, and lists/tuples/dicts of them; nothing that needs pickle),
+  saved with each checkpoint;
+* ``load_state_dict(state)``, called on resume after ``fit(...)`` and before
+  the next step, with tensors already on the device of the training triples.
+
+Together they must restore the sampler exactly, so that a resumed run draws
+what the uninterrupted run would have. Samplers without these methods (uniform,
+Bernoulli: everything they hold is rebuilt by ``fit``) are not saved.
 """
 
 import torch

@@ -544,3 +544,9 @@ def test_devices_torch_knows_but_cannot_train_on_are_refused(kg):
     for device in ("meta", "xpu", "cuda:99" if torch.cuda.is_available() else "cuda"):
         with pytest.raises(ValueError, match="'device' parameter"):
             KGEmbedder(**TINY, device=device).fit(kg.train[:20])
+
+
+def test_early_stopping_without_usable_validation_triples_warns(kg):
+    with pytest.warns(UserWarning, match="without early stopping"):
+        est = KGEmbedder(**TINY, early_stopping=True).fit(kg.train, valid=[["nobody", "r", "nothing"]])
+    assert len(est.history_) == TINY["n_epochs"]
