@@ -371,6 +371,9 @@ class KGEmbedder(BaseEstimator):
                     f"early_stopping holds out validation_fraction={self.validation_fraction} of X's "
                     f"{labels.shape[0]} triple(s), which leaves none to train on; pass valid= or lower "
                     "validation_fraction.") from exc
+            if not valid_labels.shape[0]:
+                # every held-out triple was needed to introduce an entity or relation
+                valid_labels = None
         elif valid is not None:
             valid_labels = kgdata.check_triples(valid, name="valid")
 

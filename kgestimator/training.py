@@ -1,4 +1,4 @@
-"""The training loop: batches, corruption, EMU, loss, optimiser, early stopping.
+"""The training loop: batches, corruption, EMU, loss, optimiser, early stopping, checkpoints.
 
 One step (DESIGN.md §2): positives -> query vectors -> sampler negatives ->
 scores ``(B, 1 + N)`` with the positive at index 0 -> optional EMU pass on a
@@ -310,13 +310,16 @@ def _restore(saved, run, model, generator, sampler, device):
 
 def _non_finite(problem, run, model, cfg, checkpoint):
     """Leave the model with the last finite weights there are, and say which."""
+    history = run.history
     if _finite(model):
         kept = f"the weights after step {run.step}, the last finite ones" if run.step else "the initial weights"
     elif run.best_state is not None and cfg.early_stopping:
         model.load_state_dict(run.best_state)
         kept = f"the best validation weights (epoch {run.best_epoch})"
     elif checkpoint is not None and checkpoint.step is not None:
-        model.load_state_dict(checkpoint.load()[1]["model"])  # checkpoints are written finite only
+        meta, state = checkpoint.load()
+        model.load_state_dict(state["model"])  # checkpoints are written finite only
+        history = meta["run"]["history"]
         kept = f"the weights of the checkpoint of step {checkpoint.step}"
     else:
         kept = None
@@ -326,7 +329,7 @@ def _non_finite(problem, run, model, cfg, checkpoint):
                "'gamma' (it also sets the initial weight range).")
     if checkpoint is not None:
         message += " A checkpoint only resumes with the same parameters: use a new checkpoint_dir."
-    return NonFiniteLossError(message, run.history, weights_kept=kept is not None)
+    return NonFiniteLossError(message, history, weights_kept=kept is not None)
 
 
 def _interrupted(run, model, cfg, checkpoint, total_steps):
