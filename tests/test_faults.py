@@ -320,33 +320,46 @@ def _logged_steps(path):
     return [int(line) for line in text.split("\n")[:-1]]
 
 
+TOTAL_STEPS = KILL_PARAMS["n_epochs"] * 6  # 1200 triples / 200 per batch
+
+
+def _child_runner(tmp_path):
+    """``start(log)`` -> a training subprocess logging its steps to ``log``; and its folders."""
+    script = tmp_path / "child.py"
+    script.write_text(textwrap.dedent(CHILD).replace("PARAMS", repr(KILL_PARAMS)).replace("EVERY", str(EVERY)))
+    repo = str(Path(kgestimator.__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
+    ckpt, model_path = tmp_path / "run", tmp_path / "model.kge"
+
+    def start(log):
+        return subprocess.Popen([sys.executable, str(script), str(ckpt), str(log), str(model_path)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    return start, ckpt, model_path
+
+
+def _wait_for_step(proc, log, target):
+    deadline = time.monotonic() + 300
+    while (not _logged_steps(log) or _logged_steps(log)[-1] < target) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the child did not reach the step"
+        time.sleep(0.002)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
 def test_sigkill_at_a_random_moment_then_resume(kg, tmp_path):
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     print(f"kill moments from seed {seed}")
-    script = tmp_path / "child.py"
-    script.write_text(textwrap.dedent(CHILD).replace("PARAMS", repr(KILL_PARAMS)).replace("EVERY", str(EVERY)))
-    repo = str(Path(kgestimator.__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
-    ckpt, model_path = tmp_path / "run", tmp_path / "model.kge"
-    total = KILL_PARAMS["n_epochs"] * 6  # 1200 triples / 200 per batch
-
-    def start(log):
-        return subprocess.Popen([sys.executable, str(script), str(ckpt), str(log), str(model_path)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
+    start, ckpt, model_path = _child_runner(tmp_path)
+    total = TOTAL_STEPS
     resumed_from = 0
     # one kill in each half of the run
     targets = [rng.randrange(EVERY + 1, total // 2), rng.randrange(total // 2 + EVERY + 1, total - 10)]
     for kill, target in enumerate(targets):
         log = tmp_path / f"steps{kill}.log"
         proc = start(log)
-        deadline = time.monotonic() + 300
-        while (not _logged_steps(log) or _logged_steps(log)[-1] < target) and proc.poll() is None:
-            assert time.monotonic() < deadline, "the child did not reach the kill step"
-            time.sleep(0.002)
+        _wait_for_step(proc, log, target)
         time.sleep(rng.uniform(0, 0.01))  # somewhere inside a step, a validation or a checkpoint write
         proc.kill()
         proc.wait()
@@ -373,3 +386,21 @@ def test_sigkill_at_a_random_moment_then_resume(kg, tmp_path):
     assert [h["epoch"] for h in loaded.history_] == list(range(1, KILL_PARAMS["n_epochs"] + 1))
     assert 0 < loaded.evaluate(kg.test)["mrr"] <= 1
     assert sorted(p.name for p in ckpt.iterdir()) == [FILENAME]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child is POSIX")
+def test_real_ctrl_c_in_a_training_process(tmp_path):
+    start, ckpt, model_path = _child_runner(tmp_path)
+    log = tmp_path / "steps.log"
+    proc = start(log)
+    _wait_for_step(proc, log, TOTAL_STEPS // 2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    # fit returned: the script went on to save the model it was left with
+    assert proc.returncode == 0, err.decode()
+    assert "Training was interrupted at epoch" in err.decode() and "resumes from the checkpoint" in err.decode()
+    loaded = KGEmbedder.load(model_path)
+    assert 0 < len(loaded.history_) < KILL_PARAMS["n_epochs"]
+    assert all(torch.isfinite(p).all() for p in loaded.model_.parameters())
+    assert _checkpoint_step(ckpt) <= _logged_steps(log)[-1] + 1
