@@ -9,6 +9,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
+from ._progress import epoch_progress, logger
 from ._utils import make_generator, resolve_device, to_numpy
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
@@ -28,7 +29,13 @@ EMU_DEFAULTS = {
     "hake": (0.10, 0.128, 0.964),
 }
 
-LOSSES = ("ce", "logistic", "self_adversarial")
+#: loss name -> one line for ``kgestimator list``
+LOSSES = {
+    "ce": "softmax cross-entropy over [positive, negatives]; the EMU code path",
+    "logistic": "negative-sampling logistic loss, negatives averaged",
+    "self_adversarial": "logistic loss with negatives weighted by softmax(adversarial_temperature * "
+                        "score) (RotatE)",
+}
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
 REGULARIZERS = (None, "n3", "l3")
@@ -116,6 +123,7 @@ class KGEmbedder(BaseEstimator):
         ``'adagrad_then_adam'`` is the EMU code's schedule: Adagrad, then a fresh
         Adam at ``learning_rate / 10`` halfway.
     learning_rate : float, default=0.01
+        Step size of the optimiser.
     batch_size : int, default=1000
         Positives per step (rounded up to whole chunks of ``neg_chunk_size``).
     n_epochs : int, default=50
@@ -127,8 +135,12 @@ class KGEmbedder(BaseEstimator):
         ``patience`` evaluations without improvement and restore the best weights.
         Uses ``valid`` from ``fit`` or holds out ``validation_fraction`` of ``X``.
     eval_every : int, default=5
+        Epochs between two evaluations of the validation MRR (recorded in
+        ``history_``), when there are validation triples.
     patience : int, default=3
+        Evaluations without improvement before early stopping ends training.
     validation_fraction : float, default=0.1
+        Fraction of ``X`` held out for early stopping when ``fit`` gets no ``valid``.
     compile : {False, True, 'auto'}, default=False
         Fuse the vanilla candidate scoring of RotatE and HAKE with
         ``torch.compile``: about 25% faster steps on FB15k-237 for a one-off compile
@@ -146,7 +158,9 @@ class KGEmbedder(BaseEstimator):
         Seeds initialisation, shuffling and sampling. Pass an int for
         reproducible output across multiple function calls (CPU).
     verbose : int, default=0
-        Progress bar over epochs when positive.
+        When positive, a progress bar over epochs on stderr with the loss and the
+        last validation MRR; otherwise one INFO record per epoch on the
+        ``kgestimator`` logger (shown once logging is configured).
 
     Attributes
     ----------
@@ -337,20 +351,11 @@ class KGEmbedder(BaseEstimator):
             def validate():
                 return evaluate_ranks(model, valid_ids, known_valid)["mrr"]
 
-        bar, progress = None, None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=None, unit="epoch", desc=f"{self.model}{'+EMU' if self.emu else ''}")
-
-            def progress(rec):
-                bar.update(1)
-                bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k in ("loss", "valid_mrr")})
-        try:
+        desc = f"{self.model}{'+EMU' if self.emu else ''}"
+        logger.info("fit %s: %d triples, %d entities, %d relations, device %s", desc,
+                    train_ids.shape[0], len(entities), len(relations), device)
+        with epoch_progress(desc, self.verbose, None if self.max_steps else self.n_epochs) as progress:
             history = train(model, train_ids, sampler, cfg, gen, validate=validate, progress=progress)
-        finally:
-            if bar is not None:
-                bar.close()
 
         self.entities_, self.relations_, self.device_ = entities, relations, device
         self.model_ = model
@@ -390,21 +395,30 @@ class KGEmbedder(BaseEstimator):
         return to_numpy(torch.cat(out)).astype(np.float64)
 
     def _queries(self, X, direction):
-        """Encoded ``(anchor, relation)`` ids of tail or head queries."""
+        """``(labels (n, 2), anchor ids, relation ids)`` of tail or head queries.
+
+        ``labels`` holds ``(anchor, relation)``: the head for tail queries, the
+        tail for head queries.
+        """
         _check_choice("direction", direction, ("tail", "head"))
+        roles = kgdata.column_roles(X)
+        expected = ("head", "relation") if direction == "tail" else ("relation", "tail")
+        if roles is not None and len(roles) == 2 and roles != expected:
+            raise ValueError(f"{direction} queries need columns {expected}; got a DataFrame with "
+                             f"columns {list(X.columns)}.")
         if direction == "tail":
             labels = kgdata.check_triples(X, n_columns=2, name="X")
         else:
             # (relation, tail) pairs, or full triples whose head is ignored
             shape = np.shape(X) if hasattr(X, "shape") else np.shape(np.asarray(X, dtype=object))
-            if len(shape) == 2 and shape[1] == 3:
+            if (len(roles) == 3) if roles else (len(shape) == 2 and shape[1] == 3):
                 labels = kgdata.check_triples(X, name="X")[:, [2, 1]]
             else:
                 labels = kgdata.check_triples(X, n_columns=2, name="X")[:, [1, 0]]
         ids = self._encode_strict(labels, 2, name="X")
-        return ids[:, 0], ids[:, 1]
+        return labels, ids[:, 0], ids[:, 1]
 
-    def predict_topk(self, X, k=10, direction="tail", exclude_known=True):
+    def predict_topk(self, X, k=10, direction="tail", exclude_known=True, as_frame=False):
         """The ``k`` best entities for each query.
 
         Parameters
@@ -412,37 +426,66 @@ class KGEmbedder(BaseEstimator):
         X : array-like of shape (n_queries, 2) or (n_queries, 3)
             Tail queries ``(head, relation)``; for ``direction='head'``,
             ``(relation, tail)`` pairs. A third column is ignored (tail queries) or
-            the head column is ignored (head queries given as triples).
+            the head column is ignored (head queries given as triples). A
+            DataFrame with columns named ``head``, ``relation`` (and ``tail``)
+            is read by name.
         k : int, default=10
         direction : {'tail', 'head'}, default='tail'
         exclude_known : bool, default=True
             Leave out answers already known from the training (and validation) triples.
+        as_frame : bool, default=False
+            Return a tidy pandas DataFrame instead of two arrays (needs pandas).
 
         Returns
         -------
         labels : ndarray of shape (n_queries, k)
         scores : ndarray of shape (n_queries, k)
+            Returned as ``(labels, scores)`` when ``as_frame=False``.
+        frame : pandas.DataFrame
+            When ``as_frame=True``: ``k`` rows per query, in query order, with
+            columns ``query`` (the query's position in ``X``), ``head`` and
+            ``relation`` (``relation`` and ``tail`` for head queries), ``rank``
+            (1 to ``k``), ``label``, ``score`` and ``known`` (whether the answer
+            is a training or validation fact; always False with
+            ``exclude_known=True`` unless ``k`` exceeds the unknown candidates).
         """
+        if as_frame:
+            try:
+                import pandas as pd
+            except ImportError as exc:
+                raise ImportError("predict_topk(as_frame=True) needs pandas: "
+                                  "pip install 'kgestimator[pandas]'") from exc
+            return pd.DataFrame(topk_columns(*self._predict_topk(X, k, direction, exclude_known, True),
+                                             direction))
+        _, labels, scores, _ = self._predict_topk(X, k, direction, exclude_known)
+        return labels, scores
+
+    def _predict_topk(self, X, k, direction, exclude_known, with_known=False):
+        """``(query labels (n, 2), labels (n, k), scores (n, k), known (n, k) or None)``."""
         check_is_fitted(self)
         n_ent = len(self.entities_)
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_ent:
             raise ValueError(f"k must be an int in [1, {n_ent}] (the number of entities); got {k!r}.")
-        anchor, rel = self._queries(X, direction)
-        known = self._known_index() if exclude_known else None
-        labels, scores = [], []
+        query_labels, anchor, rel = self._queries(X, direction)
+        known = self._known_index() if exclude_known or with_known else None
+        labels, scores, flags = [], [], []
         bs = query_batch_size(self.model_)
         self.model_.eval()
         with torch.no_grad():
             for i in range(0, anchor.shape[0], bs):
                 a, r = anchor[i:i + bs], rel[i:i + bs]
                 s = score_all(self.model_, a, r, direction)
-                if known is not None:
-                    s = s.masked_fill(known.mask(a, r, direction), -torch.inf)
+                mask = known.mask(a, r, direction) if known is not None else None
+                if exclude_known:
+                    s = s.masked_fill(mask, -torch.inf)
                 top = torch.topk(s, k, dim=1)
                 labels.append(to_numpy(top.indices))
                 scores.append(to_numpy(top.values))
+                if with_known:
+                    flags.append(to_numpy(mask.gather(1, top.indices)))
         idx = np.concatenate(labels)
-        return self.entities_[idx], np.concatenate(scores).astype(np.float64)
+        return (query_labels, self.entities_[idx], np.concatenate(scores).astype(np.float64),
+                np.concatenate(flags) if with_known else None)
 
     def predict(self, X, direction="tail", exclude_known=True):
         """The best entity for each query (see :meth:`predict_topk`).
@@ -542,6 +585,17 @@ def _encode_strict(X, entities, relations, device, n_columns=3, name="X"):
             f"e.g. {bad.tolist()}; an unseen entity or relation has no embedding."
         )
     return ids
+
+
+def topk_columns(query_labels, labels, scores, known, direction):
+    """Columns of the tidy top-k table (see ``predict_topk(as_frame=True)``), as a dict of arrays."""
+    n, k = labels.shape
+    anchor, rel = query_labels[:, 0], query_labels[:, 1]
+    query = {"head": anchor, "relation": rel} if direction == "tail" else {"relation": rel, "tail": anchor}
+    return {"query": np.repeat(np.arange(n), k),
+            **{name: np.repeat(values, k) for name, values in query.items()},
+            "rank": np.tile(np.arange(1, k + 1), n), "label": labels.ravel(),
+            "score": scores.ravel(), "known": known.ravel()}
 
 
 def copy_to_cpu(module):
