@@ -423,8 +423,9 @@ def _predict(args, out):
     _check_labels(args, est, queries)
     if args.k > len(est.entities_):
         raise _error(args, f"-k {args.k}: the model has only {len(est.entities_)} entities")
-    columns = topk_columns(*est._predict_topk(queries, args.k, args.direction, not args.include_known, True),
-                           args.direction)
+    exclude = not args.include_known
+    columns = topk_columns(*est._predict_topk(queries, args.k, args.direction, exclude, True),
+                           args.direction, exclude)
     if args.format == "table":
         first = columns["rank"] == 1  # a query's labels once, on its first row
         for name in ("head", "relation", "tail"):

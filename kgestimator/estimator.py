@@ -446,8 +446,9 @@ class KGEmbedder(BaseEstimator):
             columns ``query`` (the query's position in ``X``), ``head`` and
             ``relation`` (``relation`` and ``tail`` for head queries), ``rank``
             (1 to ``k``), ``label``, ``score`` and ``known`` (whether the answer
-            is a training or validation fact; always False with
-            ``exclude_known=True`` unless ``k`` exceeds the unknown candidates).
+            is a training or validation fact, so always False with
+            ``exclude_known=True``; a query then has fewer than ``k`` rows
+            when fewer than ``k`` of its answers are unknown).
         """
         if as_frame:
             try:
@@ -456,7 +457,7 @@ class KGEmbedder(BaseEstimator):
                 raise ImportError("predict_topk(as_frame=True) needs pandas: "
                                   "pip install 'kgestimator[pandas]'") from exc
             return pd.DataFrame(topk_columns(*self._predict_topk(X, k, direction, exclude_known, True),
-                                             direction))
+                                             direction, exclude_known))
         _, labels, scores, _ = self._predict_topk(X, k, direction, exclude_known)
         return labels, scores
 
@@ -587,15 +588,23 @@ def _encode_strict(X, entities, relations, device, n_columns=3, name="X"):
     return ids
 
 
-def topk_columns(query_labels, labels, scores, known, direction):
-    """Columns of the tidy top-k table (see ``predict_topk(as_frame=True)``), as a dict of arrays."""
+def topk_columns(query_labels, labels, scores, known, direction, exclude_known):
+    """Columns of the tidy top-k table (see ``predict_topk(as_frame=True)``), as a dict of arrays.
+
+    With ``exclude_known``, known answers (masked to a score of -inf, which reach
+    the top k only when fewer than k candidates are unknown) are dropped.
+    """
     n, k = labels.shape
     anchor, rel = query_labels[:, 0], query_labels[:, 1]
     query = {"head": anchor, "relation": rel} if direction == "tail" else {"relation": rel, "tail": anchor}
-    return {"query": np.repeat(np.arange(n), k),
-            **{name: np.repeat(values, k) for name, values in query.items()},
-            "rank": np.tile(np.arange(1, k + 1), n), "label": labels.ravel(),
-            "score": scores.ravel(), "known": known.ravel()}
+    columns = {"query": np.repeat(np.arange(n), k),
+               **{name: np.repeat(values, k) for name, values in query.items()},
+               "rank": np.tile(np.arange(1, k + 1), n), "label": labels.ravel(),
+               "score": scores.ravel(), "known": known.ravel()}
+    if exclude_known:
+        keep = ~columns["known"]
+        columns = {name: values[keep] for name, values in columns.items()}
+    return columns
 
 
 def copy_to_cpu(module):
