@@ -266,7 +266,7 @@ def plot_embedding_map(est, entities=None, hue=None, method="pca", annotate=Fals
                             dtype=object)
         if len(groups) != len(labels):
             raise ValueError(f"hue has {len(groups)} values for {len(labels)} entities.")
-        for group in dict.fromkeys(groups.tolist()):
+        for group in sorted(set(groups.tolist()), key=str):
             keep = np.array([g == group for g in groups])
             ax.scatter(xy[keep, 0], xy[keep, 1], s=12, label=str(group))
         ax.legend(fontsize="small", markerscale=1.5)
