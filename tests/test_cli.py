@@ -144,6 +144,15 @@ def test_train_verbose_shows_a_bar_instead_of_epoch_lines(folder, tmp_path, caps
     assert not [line for line in err.splitlines() if " epoch 1/2:" in line]
 
 
+@pytest.mark.parametrize("threads, expected", [([], 1), (["--threads", "2"], 2)])
+def test_train_threads_default_to_one_on_small_graphs(folder, tmp_path, capsys, monkeypatch, threads, expected):
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    argv = ["train", str(folder / "train.txt"), "-o", str(tmp_path / "m.kge"), "--quiet", *SMALL[:-2], *threads]
+    assert cli.main(argv) == 0
+    assert calls[0] == expected and len(calls) == 2  # set for the fit, then restored
+
+
 def test_train_on_a_single_file_has_no_metrics(folder, tmp_path, capsys):
     cli.main(["train", str(folder / "train.txt"), "-o", str(tmp_path / "m.kge"), "--quiet", *SMALL])
     out = capsys.readouterr().out
@@ -228,6 +237,9 @@ def test_predict_excludes_known_facts_unless_asked(model_file, graph, capsys):
     cli.main(["predict", str(model_file), "-q", head, rel, "-k", "5", "--include-known", "--format", "json"])
     records = json.loads(capsys.readouterr().out)
     assert all(r["known"] == (r["label"] in known_tails) for r in records)
+    cli.main(["predict", str(model_file), "-q", head, rel, "-k", str(n_entities)])
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note.startswith(f"({len(known_tails)} of the {n_entities} answers asked for are known facts")
 
 
 def test_predict_errors(model_file, tmp_path, capsys):
