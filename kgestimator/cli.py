@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -625,6 +626,9 @@ def main(argv=None):
         return COMMANDS[args.command][2](args, sys.stdout)
     except CommandError as exc:
         message = str(exc)
+    except BrokenPipeError:
+        _silence_stdout()  # the reader left (`kgestimator list | head -1`): not an error to report
+        raise SystemExit(141) from None  # 128 + SIGPIPE, as for other command-line tools
     except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as exc:
         message = f"{prefix}: error: {exc}"
     except KeyboardInterrupt:
@@ -632,6 +636,17 @@ def main(argv=None):
         raise SystemExit(130) from None
     print(" ".join(message.split()), file=sys.stderr)  # always one line
     raise SystemExit(2)
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a non-file object
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def _dashed(argv):

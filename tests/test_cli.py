@@ -291,3 +291,18 @@ def test_list_names_every_registered_component(capsys):
     entries = {line.split()[0] for line in lines if line.startswith("  ")}
     assert entries == set(MODELS) | set(SAMPLERS) | set(LOSSES)
     assert all(len(line.split()) > 1 for line in lines if line.startswith("  "))  # each has a description
+
+
+def test_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
+    class ClosedPipe:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    with pytest.raises(SystemExit) as info:
+        cli.main(["list"])
+    assert info.value.code == 141
+    assert capsys.readouterr().err == ""
