@@ -327,7 +327,7 @@ class KGEmbedder(BaseEstimator):
         init_gen = torch.Generator().manual_seed(seed)
         model = MODELS[self.model](len(entities), len(relations), self.dim, float(self.gamma),
                                    generator=init_gen).to(device)
-        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations))
+        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations), generator=gen)
         known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
 
         validate = None
