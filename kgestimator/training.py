@@ -146,19 +146,42 @@ def _vanilla_loss(cfg, logits):
     return losses.logistic_loss(logits, temperature)
 
 
-def _negatives(model, sampler, cfg, batch, side, n_chunks, generator, anchor, q, train):
-    """Negative ids ``(C, n_ids)`` and embeddings ``(C, N, de)`` from the sampler.
+#: largest ``(B, n_entities)`` score matrix for which per-positive negatives of a
+#: bilinear model are scored against the whole table (see ``_score_negatives``)
+FULL_TABLE_ELEMENTS = 1 << 26
 
-    Embeddings are the looked-up ids followed by the sampler's generated ones
-    (DANS), so EMU and the loss treat both alike.
-    """
+
+def _draw(model, sampler, cfg, batch, side, n_chunks, generator, anchor, q, train):
+    """Negative ids ``(C, n_ids)`` and generated embeddings ``(C, n_gen, de)`` or None."""
     n_gen = sampler.n_generated if hasattr(sampler, "generate") else 0
     ids = sampler.sample(batch, side, n_chunks, cfg.n_negatives - n_gen, generator)
+    fake = sampler.generate(batch, side, model, anchor, q, generator, train=train) if n_gen else None
+    return ids, fake
+
+
+def _embed(model, ids, fake):
+    """Candidate embeddings ``(C, N, de)``: looked-up ids, then generated ones."""
     neg = model.entities(ids)
-    if n_gen:
-        fake = sampler.generate(batch, side, model, anchor, q, generator, train=train)
-        neg = torch.cat([neg, fake.to(neg.dtype)], 1)
-    return ids, neg
+    return neg if fake is None else torch.cat([neg, fake.to(neg.dtype)], 1)
+
+
+def _score_negatives(model, pairwise, q, ids, fake):
+    """Scores ``(C, c, N)`` of the queries against the negatives.
+
+    Per-positive negatives (``c = 1``) of a bilinear model are scored with one
+    ``(B, d) x (d, n_entities)`` product and a column gather: on FB15k-237 that is
+    cheaper than gathering a ``(B, N, d)`` candidate tensor and scattering its
+    gradient back (DistMult, B=1000, N=256). Sparse tables keep the gather, since
+    the product would make the gradient dense.
+    """
+    C, c = q.shape[0], q.shape[1]
+    if c == 1 and model.bilinear and not model.sparse and C * model.n_entities <= FULL_TABLE_ELEMENTS:
+        scores = (q.view(C, -1) @ model.entity.t()).gather(1, ids).unsqueeze(1)
+    else:
+        scores = pairwise(q, model.entities(ids))
+    if fake is not None:
+        scores = torch.cat([scores, pairwise(q, fake.to(scores.dtype))], -1)
+    return scores
 
 
 def group_logits(model, pairwise, sampler, cfg, triples, side, generator):
@@ -178,17 +201,17 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator):
     pos_scores = model.match(q, pos)            # (C, c)
 
     flat = batch.view(-1, 3)
-    neg_ids, neg = _negatives(model, sampler, cfg, flat, side, n_chunks, generator, anchor, q, train=True)
-    neg_scores = pairwise(q, neg)               # (C, c, N)
+    neg_ids, fake = _draw(model, sampler, cfg, flat, side, n_chunks, generator, anchor, q, train=True)
+    neg_scores = _score_negatives(model, pairwise, q, neg_ids, fake)   # (C, c, N)
     sampler.update(flat, side, model, q, neg_ids, neg_scores[..., :neg_ids.shape[1]].detach(), generator)
     logits = torch.cat([pos_scores.unsqueeze(-1), neg_scores], -1).view(-1, cfg.n_negatives + 1)
 
     emu_logits = None
     if cfg.emu:
         if cfg.emu_resample:
-            neg_ids, neg = _negatives(model, sampler, cfg, flat, side, n_chunks, generator, anchor, q,
-                                      train=False)
+            neg_ids, fake = _draw(model, sampler, cfg, flat, side, n_chunks, generator, anchor, q, train=False)
             neg_scores = None
+        neg = _embed(model, neg_ids, fake)
         if cfg.emu == "mixup":
             if neg_scores is None and model.bilinear:
                 neg_scores = pairwise(q, neg)
