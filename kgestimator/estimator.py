@@ -80,9 +80,10 @@ class KGEmbedder(BaseEstimator):
         Margin of distance models; sets the initialisation range
         ``(gamma + 2) / dim`` of every model.
     sampler : str or sampler object, default='uniform'
-        ``'uniform'`` (alternating head/tail corruption) or ``'bernoulli'``, or an
-        object from :mod:`kgestimator.samplers` whose parameters grid searches
-        reach as ``sampler__<name>``.
+        ``'uniform'`` (alternating head/tail corruption), ``'bernoulli'``,
+        ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
+        describes them), or an object from :mod:`kgestimator.samplers` whose
+        parameters grid searches reach as ``sampler__<name>``.
     n_negatives : int, default=256
         Negatives per positive.
     neg_chunk_size : int, default=100
@@ -341,7 +342,7 @@ class KGEmbedder(BaseEstimator):
         init_gen = torch.Generator().manual_seed(seed)
         model = MODELS[self.model](len(entities), len(relations), self.dim, float(self.gamma),
                                    generator=init_gen).to(device)
-        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations))
+        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations), generator=gen)
         known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
 
         validate = None

@@ -10,6 +10,8 @@ Each function draws on ``ax`` (a new figure when None) and returns the Axes.
 EMU negatives come from :mod:`kgestimator.mutation`, the code training uses.
 """
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 from .data import encode
 from .mutation import emu_mask, mutate
 from .samplers import UniformSampler
+from .training import TrainConfig, _draw, _embed
 
 _INSTALL = "pip install 'kgestimator[plot]' (or pip install matplotlib)"
 
@@ -90,7 +93,7 @@ def plot_learning_curves(estimators, ax=None):
 
 # ---------------------------------------------------------------------- negatives
 def _draws_uniform_ids(sampler):
-    return type(sampler).sample is UniformSampler.sample
+    return type(sampler).sample is UniformSampler.sample and not hasattr(sampler, "generate")
 
 
 def _negatives(est, X, n_negatives, mutation_ratio, random_state):
@@ -113,12 +116,24 @@ def _negatives(est, X, n_negatives, mutation_ratio, random_state):
         pos = model.entities(ids[:, 2])
         uniform = model.entities(torch.randint(n_ent, (n, n_negatives), generator=gen, device=device))
         kinds = {"uniform": uniform}
-        sampler = est.sampler_
-        if not _draws_uniform_ids(sampler):
-            query = model.query(model.entities(ids[:, 0]), model.relations(ids[:, 1]), "tail").unsqueeze(1)
-            drawn = sampler.sample(ids, "tail", n, n_negatives, gen, model, query)
-            # a sampler returns ids, or generated embeddings (adversarial samplers)
-            kinds[type(sampler).__name__] = model.entities(drawn) if not drawn.is_floating_point() else drawn
+        if not _draws_uniform_ids(est.sampler_):
+            # drawn as in training (ids, then generated embeddings for DANS), from a
+            # copy so that plotting never changes the fitted sampler's state
+            sampler = copy.deepcopy(est.sampler_)
+            name = type(sampler).__name__
+            n_generated = getattr(sampler, "n_generated", 0) if hasattr(sampler, "generate") else 0
+            if n_negatives <= n_generated:
+                raise ValueError(f"n_negatives must exceed the {n_generated} negatives that {name} "
+                                 f"generates per positive; got {n_negatives}.")
+            anchor = model.entities(ids[:, :1])
+            query = model.query(anchor, model.relations(ids[:, 1:2]), "tail")
+            try:
+                drawn, fake = _draw(model, sampler, TrainConfig(n_negatives=n_negatives), ids, "tail", n,
+                                    gen, anchor, query, train=False)
+            except ValueError as exc:  # NSCaching keeps caches for training triples only
+                raise ValueError(f"{name} cannot draw negatives for these triples ({exc}); "
+                                 "plot training triples instead.") from exc
+            kinds[name] = _embed(model, drawn, fake)
         mask = emu_mask(uniform.shape, mutation_ratio, gen, device)
         kinds[f"EMU (mutation_ratio={mutation_ratio:.2f})"] = mutate(pos.unsqueeze(1), uniform, mask)[:, 0]
     return pos, kinds
@@ -138,7 +153,8 @@ def plot_negative_hardness(est, X, n_negatives=64, mutation_ratio=None, bins=40,
     ----------
     est : fitted KGEmbedder
     X : array-like of shape (n_triples, 3)
-        Positive triples, e.g. a few hundred test triples.
+        Positive triples, e.g. a few hundred training triples (samplers with a
+        state per training triple, such as NSCaching, only draw for those).
     n_negatives : int, default=64
     mutation_ratio : float, optional
         Defaults to the estimator's resolved ``emu_params_['mutation_ratio']``.

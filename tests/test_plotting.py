@@ -1,12 +1,13 @@
 """Each plot renders to PNG with the Agg backend and shows what it claims."""
 
+import copy
 import io
 import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+import torch
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
@@ -67,20 +68,35 @@ def test_negative_hardness_emu_is_closer_than_uniform(emu_fitted, kg):
     assert means["EMU (mutation_ratio=0.70)"] > means["uniform"] + 0.3
 
 
-def test_negative_hardness_shows_a_sampler_that_is_not_uniform(emu_fitted, kg, monkeypatch):
-    import torch
+@pytest.mark.parametrize("sampler, label", [("nscaching", "NSCachingSampler"),
+                                            ("adversarial", "AdversarialSampler")])
+def test_negative_hardness_shows_a_sampler_that_is_not_uniform(kg, sampler, label):
+    from conftest import FAST
 
-    from kgestimator.samplers import UniformSampler
+    est = KGEmbedder(**{**FAST, "n_epochs": 1, "neg_chunk_size": 1}, sampler=sampler, emu=True,
+                     random_state=0).fit(kg.train)
+    before = copy.deepcopy(est.sampler_.__dict__)
+    ax = plotting.plot_negative_hardness(est, kg.train[:20], n_negatives=16)
+    _png(ax)
+    assert [text.split(":")[0] for text in _legend(ax)][:2] == ["uniform", label]
+    assert len(ax.patches) == 3 * 40  # three histograms of 40 bins
+    # the fitted sampler is left as it was (plots draw from a copy)
+    for name, value in before.items():
+        after = est.sampler_.__dict__[name]
+        if torch.is_tensor(value):
+            assert torch.equal(value, after), name
 
-    class Nearest(UniformSampler):
-        """Always the first entity: a stand-in for a hard-negative sampler."""
 
-        def sample(self, batch, side, n_chunks, n_negatives, generator, model=None, query=None):
-            return torch.zeros((n_chunks, n_negatives), dtype=torch.long)
+def test_negative_hardness_explains_what_a_sampler_cannot_draw(kg):
+    from conftest import FAST
 
-    monkeypatch.setattr(emu_fitted, "sampler_", Nearest().fit(None, 1, 1))
-    ax = plotting.plot_negative_hardness(emu_fitted, kg.test[:20], n_negatives=4)
-    assert [label.split(":")[0] for label in _legend(ax)][1] == "Nearest"
+    est = KGEmbedder(**{**FAST, "n_epochs": 1, "neg_chunk_size": 1}, sampler="nscaching",
+                     random_state=0).fit(kg.train)
+    keys = {(h, r) for h, r, _ in kg.train.tolist()}
+    new_key = next([h, r, h] for h in est.entities_.tolist() for r in est.relations_.tolist()
+                   if (h, r) not in keys)  # a (head, relation) pair that training never saw
+    with pytest.raises(ValueError, match="NSCachingSampler cannot draw.*plot training triples"):
+        plotting.plot_negative_hardness(est, [new_key], n_negatives=8)
 
 
 def test_negatives_pca(emu_fitted, kg):

@@ -1,20 +1,4 @@
-"""Negative samplers (ALGORITHMS.md §4).
-
-A sampler decides which side of each positive is corrupted and draws the
-negative ids, on the device, with the estimator's seeded generator. Negatives
-come in the trainer's chunked layout: ``(C, N)`` ids shared by the ``c``
-positives of each chunk (``c = 1``: independent negatives per positive).
-
-The trainer calls, per step:
-
-1. ``sides(batch, step, generator)`` -> list of ``(row_index or None, side)``;
-2. ``sample(batch, side, n_chunks, n_negatives, generator, model, query)`` -> ids;
-3. ``update(batch, side, neg_ids, neg_scores)`` with the model's scores of the
-   negatives, for samplers that learn from the model (NSCaching, DANS).
-
-Samplers are scikit-learn ``BaseEstimator`` objects so that ``GridSearchCV``
-reaches their parameters as ``sampler__<name>``.
-"""
+"""Uniform and Bernoulli corruption (ALGORITHMS.md §4.1 (b), §4.2)."""
 
 import torch
 from sklearn.base import BaseEstimator
@@ -28,18 +12,22 @@ class UniformSampler(BaseEstimator):
     negative with probability about ``N * answers / n_entities`` per row.
     """
 
-    def fit(self, triples, n_entities, n_relations):
+    #: chunks of positives may share one set of negatives (DGL-KE's chunked
+    #: sampling); samplers whose negatives depend on the positive set this False
+    shares_negatives = True
+
+    def fit(self, triples, n_entities, n_relations, generator=None):
         self.n_entities_ = int(n_entities)
         return self
 
     def sides(self, batch, step, generator):
         return [(None, "tail" if step % 2 == 0 else "head")]
 
-    def sample(self, batch, side, n_chunks, n_negatives, generator, model=None, query=None):
+    def sample(self, batch, side, n_chunks, n_negatives, generator):
         return torch.randint(self.n_entities_, (n_chunks, n_negatives),
                              generator=generator, device=batch.device)
 
-    def update(self, batch, side, neg_ids, neg_scores):
+    def update(self, batch, side, model, query, neg_ids, neg_scores, generator):
         """Uniform sampling learns nothing from the model."""
 
 
@@ -51,7 +39,7 @@ class BernoulliSampler(UniformSampler):
     corruptions per relation is the same as in the per-negative variant.
     """
 
-    def fit(self, triples, n_entities, n_relations):
+    def fit(self, triples, n_entities, n_relations, generator=None):
         super().fit(triples, n_entities, n_relations)
         h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
         pairs_hr = torch.unique(torch.stack([r, h], 1), dim=0)
@@ -74,25 +62,3 @@ class BernoulliSampler(UniformSampler):
             if idx.numel():
                 groups.append((idx, side))
         return groups
-
-
-SAMPLERS = {"uniform": UniformSampler, "bernoulli": BernoulliSampler}
-
-
-def make_sampler(sampler):
-    """Turn a sampler name or object into a fresh, unfitted sampler object."""
-    if isinstance(sampler, str):
-        if sampler not in SAMPLERS:
-            raise ValueError(
-                f"The 'sampler' parameter must be one of {sorted(SAMPLERS)} or a sampler "
-                f"object; got {sampler!r}."
-            )
-        return SAMPLERS[sampler]()
-    if not all(hasattr(sampler, name) for name in ("fit", "sides", "sample", "update")):
-        raise TypeError(
-            "The 'sampler' parameter must be a string or an object with fit, sides, "
-            f"sample and update methods; got {type(sampler).__name__}."
-        )
-    from sklearn.base import clone
-
-    return clone(sampler)
