@@ -352,7 +352,7 @@ def _train(args, out):
         est.save(output)
         metrics = {split: _evaluate_quietly(est, splits[split]) for split in ("valid", "test")
                    if split in splits}
-    what = f"{est.model}{' + EMU' if est.emu else ''}"
+    what = est.model + ("" if est.emu is False else " + EMU" if est.emu is True else f" + emu={est.emu}")
     print(f"trained {what} on {len(splits['train'])} triples ({len(est.entities_)} entities, "
           f"{len(est.relations_)} relations): {est.n_iter_} epochs in {seconds:.1f} s", file=out)
     if metrics:
