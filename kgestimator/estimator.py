@@ -14,6 +14,8 @@ from ._utils import make_generator, resolve_device, to_numpy
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .models import MODELS
+from ._utils import check_choice as _check_choice
+from ._utils import check_number as _check_number
 from .samplers import make_sampler
 from .training import TrainConfig, train
 
@@ -41,25 +43,6 @@ EMU_MODES = (False, True, "mixup", "ls_only")
 REGULARIZERS = (None, "n3", "l3")
 #: below this many training triples the one-off compile costs more than it saves
 COMPILE_MIN_TRIPLES = 50_000
-
-
-def _check_number(name, value, low, high=None, integer=False, low_open=False):
-    kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        bracket = "(" if low_open else "["
-        rng = f"{bracket}{low}, {high if high is not None else 'inf'}]"
-        what = "an int" if integer else "a number"
-        raise ValueError(f"The {name!r} parameter must be {what} in {rng}; got {value!r}.")
-
-
-def _check_choice(name, value, choices):
-    # strict: 1 is not True and 0 is not False
-    if not any(value is c or (c is not None and isinstance(value, type(c)) and value == c)
-               for c in choices):
-        raise ValueError(f"The {name!r} parameter must be one of {list(choices)}; got {value!r}.")
 
 
 class KGEmbedder(BaseEstimator):

@@ -303,3 +303,12 @@ def test_grid_search_reaches_sampler_parameters(kg):
 
 def test_registry_lists_every_sampler():
     assert set(SAMPLERS) == {"uniform", "bernoulli", "san", "nscaching", "adversarial"}
+
+
+@pytest.mark.parametrize("params, name", [
+    (dict(n_fake=0), "n_fake"), (dict(noise_std=-1.0), "noise_std"),
+    (dict(d_steps=1.5), "d_steps"), (dict(legacy_aliasing=1), "legacy_aliasing"),
+])
+def test_dans_validates_parameters(params, name):
+    with pytest.raises(ValueError, match=f"AdversarialSampler: the '{name}'"):
+        AdversarialSampler(**params).fit(_path(), 12, 1)

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .._utils import check_choice, check_number
 from ._uniform import UniformSampler
 
 
@@ -159,15 +160,13 @@ class AdversarialSampler(UniformSampler):
         return 2 * self.n_fake
 
     def _validate(self):
+        owner = type(self).__name__
         for name, low in (("n_fake", 1), ("hidden_dim", 1), ("d_steps", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"AdversarialSampler: '{name}' must be an integer >= {low}; got {value!r}.")
+            check_number(name, getattr(self, name), low, integer=True, owner=owner)
         for name in ("noise_std", "g_learning_rate", "d_learning_rate", "film_reg", "aux_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-                    or not np.isfinite(value) or value < 0:
-                raise ValueError(f"AdversarialSampler: '{name}' must be a non-negative number; got {value!r}.")
+            check_number(name, getattr(self, name), 0, np.finfo(float).max, owner=owner)
+        for name in ("legacy_frozen_film", "legacy_aliasing"):
+            check_choice(name, getattr(self, name), (False, True), owner=owner)
 
     def fit(self, triples, n_entities, n_relations, generator=None):
         self._validate()

@@ -23,6 +23,7 @@ offers an end-of-epoch clean-up (``--remove``, off by default).
 import numpy as np
 import torch
 
+from .._utils import check_choice, check_number
 from ..filtering import TripleSet
 from ._uniform import UniformSampler
 
@@ -61,16 +62,11 @@ class NSCachingSampler(UniformSampler):
         self.exclude_known = exclude_known
 
     def _validate(self):
-        for name, low in (("cache_size", 1), ("candidate_size", 0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"NSCachingSampler: '{name}' must be an integer >= {low}; got {value!r}.")
-        t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float, np.number)) or not np.isfinite(t) or t <= 0:
-            raise ValueError(f"NSCachingSampler: 'temperature' must be a positive number; got {t!r}.")
-        if self.cache_update not in _CACHE_UPDATES:
-            raise ValueError(f"NSCachingSampler: 'cache_update' must be one of {_CACHE_UPDATES}; "
-                             f"got {self.cache_update!r}.")
+        owner = type(self).__name__
+        check_number("cache_size", self.cache_size, 1, integer=True, owner=owner)
+        check_number("candidate_size", self.candidate_size, 0, integer=True, owner=owner)
+        check_number("temperature", self.temperature, 0, np.finfo(float).max, low_open=True, owner=owner)
+        check_choice("cache_update", self.cache_update, _CACHE_UPDATES, owner=owner)
 
     def fit(self, triples, n_entities, n_relations, generator=None):
         self._validate()

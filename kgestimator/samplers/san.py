@@ -27,6 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._utils import check_number
 from ..filtering import TripleSet
 from ._uniform import UniformSampler
 
@@ -166,13 +167,11 @@ class SANSampler(UniformSampler):
         self.legacy_chained_walks = legacy_chained_walks
 
     def _validate(self):
+        owner = type(self).__name__
         for name, low in (("k_hop", 1), ("n_random_walks", 0), ("max_rounds", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"SANSampler: '{name}' must be an integer >= {low}; got {value!r}.")
-        cap = self.max_candidates
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 1):
-            raise ValueError(f"SANSampler: 'max_candidates' must be a positive integer or None; got {cap!r}.")
+            check_number(name, getattr(self, name), low, integer=True, owner=owner)
+        if self.max_candidates is not None:
+            check_number("max_candidates", self.max_candidates, 1, integer=True, owner=owner)
 
     def fit(self, triples, n_entities, n_relations, generator=None):
         self._validate()
