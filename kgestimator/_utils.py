@@ -1,5 +1,7 @@
 """Small helpers: device choice and seeding."""
 
+import numbers
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
@@ -44,3 +46,26 @@ def make_generator(random_state, device):
 
 def to_numpy(t):
     return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+
+
+def check_number(name, value, low, high=None, integer=False, low_open=False, owner=None):
+    """Raise a ValueError naming the parameter unless ``value`` is a number in range."""
+    kind = numbers.Integral if integer else numbers.Real
+    ok = isinstance(value, kind) and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+    if not ok:
+        bracket = "(" if low_open else "["
+        rng = f"{bracket}{low}, {high if high is not None else 'inf'}]"
+        what = "an int" if integer else "a number"
+        prefix = f"{owner}: the" if owner else "The"
+        raise ValueError(f"{prefix} {name!r} parameter must be {what} in {rng}; got {value!r}.")
+
+
+def check_choice(name, value, choices, owner=None):
+    """Raise a ValueError naming the parameter unless ``value`` is one of ``choices``."""
+    # strict: 1 is not True and 0 is not False
+    if not any(value is c or (c is not None and isinstance(value, type(c)) and value == c)
+               for c in choices):
+        prefix = f"{owner}: the" if owner else "The"
+        raise ValueError(f"{prefix} {name!r} parameter must be one of {list(choices)}; got {value!r}.")

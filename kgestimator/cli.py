@@ -1,19 +1,30 @@
 """The ``kgestimator`` command (also ``python -m kgestimator``).
 
-Subcommands live in :data:`COMMANDS` (name -> ``(add_arguments, run)``), so a new
-command is one more entry. Every error is one line on stderr and exit status 2,
-with no traceback.
+Subcommands live in :data:`COMMANDS` (name -> ``(help, add_arguments, run)``), so
+a new command is one more entry:
 
-``kgestimator demo`` trains a few models on a generated graph (no download),
-with uniform negatives and with uniform + EMU negatives, and prints their
-filtered test metrics.
+- ``train``: fit a :class:`~kgestimator.KGEmbedder` on a TSV file or a dataset
+  folder (every estimator parameter is a flag) and write a model file with the
+  safe format of :meth:`~kgestimator.KGEmbedder.save`;
+- ``evaluate``: filtered ranking metrics of a model file on test triples;
+- ``predict``: the top-k tails (or heads) of queries given as arguments or in a file;
+- ``list``: the models, negative samplers and losses;
+- ``demo``: a few models with and without EMU on a generated graph (no download).
+
+Every user error is one line on stderr and exit status 2, with no traceback.
 """
 
 import argparse
+import contextlib
+import json
+import logging
 import os
 import sys
 import time
 import warnings
+from pathlib import Path
+
+from ._cli_params import add_estimator_arguments, estimator_params, flag_message
 
 #: per-model demo settings on ``make_kg(random_state=seed)`` (about 4,800 training
 #: triples, 300 entities), chosen so that each fit takes seconds on one CPU core
@@ -97,6 +108,397 @@ def _format_table(header, rows):
     return "\n".join(lines)
 
 
+def _error(args, message):
+    return CommandError(f"kgestimator {args.command}: error: {message}")
+
+
+@contextlib.contextmanager
+def _torch_session(args, device, threads):
+    """Check that ``device`` exists and run with ``threads`` torch threads (None: unchanged)."""
+    import torch
+
+    from ._utils import resolve_device
+
+    try:
+        resolved = resolve_device(device)
+    except ValueError as exc:
+        raise _error(args, flag_message(str(exc))) from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise _error(args, f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)  # main() may run inside a larger program
+
+
+@contextlib.contextmanager
+def _log_to_stderr(enabled):
+    """Show the ``kgestimator`` logger's INFO records (one per epoch) on stderr."""
+    logger = logging.getLogger("kgestimator")
+    if not enabled:
+        yield
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    previous = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def _threads_argument(parser, default, why=""):
+    parser.add_argument("--threads", type=_thread_count, default=default,
+                        help=f"CPU threads for torch (default: {default}{why})")
+
+
+#: below this many training triples, ``train --threads`` defaults to one thread:
+#: small graphs gain little from more, and on a busy machine extra threads made
+#: training several times slower (nations: 27 s with torch's default, about 5 s with one)
+ONE_THREAD_BELOW = 50_000
+
+
+def _threads(text):
+    return text if text == "auto" else _thread_count(text)
+
+
+# ---------------------------------------------------------------------- files
+def _read_triples(args, path):
+    from .data import load_triples
+
+    path = Path(path)
+    if not path.is_file():
+        raise _error(args, f"no such file: {path}" if not path.exists() else f"{path} is a folder, not a file")
+    triples = load_triples(path)  # errors name the file and the line
+    if not len(triples):
+        raise _error(args, f"{path} holds no triples")
+    return triples
+
+
+def _read_splits(args, source, splits):
+    """``{split: triples}`` from a TSV file, a folder or a dataset name.
+
+    A file gives the first of ``splits``. A folder gives the ``<split>.txt``
+    files it holds, the first of ``splits`` being required; a bare name such as
+    ``nations`` is looked up in the datasets folder
+    (:func:`kgestimator.data.dataset_dir`).
+    """
+    from .data import dataset_dir
+
+    path = Path(source)
+    if path.is_file():
+        return {splits[0]: _read_triples(args, path)}
+    if not path.is_dir():
+        if len(path.parts) != 1 or path.suffix:
+            raise _error(args, f"no such file or folder: {source}")
+        try:
+            path = dataset_dir(source)
+        except FileNotFoundError as exc:
+            raise _error(args, f"{source} is no file or folder here, nor a known dataset: {exc}") from None
+    if not (path / f"{splits[0]}.txt").is_file():
+        raise _error(args, f"folder {path} has no {splits[0]}.txt")
+    return {split: _read_triples(args, path / f"{split}.txt")
+            for split in splits if (path / f"{split}.txt").is_file()}
+
+
+def _read_queries(args, path):
+    """Rows of a tab-separated query file (``-``: stdin), all of 2 or all of 3 fields."""
+    if path == "-":
+        lines, name = sys.stdin.read().splitlines(), "<stdin>"
+    else:
+        if not Path(path).is_file():
+            raise _error(args, f"no such queries file: {path}")
+        try:
+            lines, name = Path(path).read_text(encoding="utf-8-sig").splitlines(), path
+        except UnicodeDecodeError as exc:
+            raise _error(args, f"{path}: not valid UTF-8 ({exc.reason})") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) not in (2, 3) or (rows and len(fields) != len(rows[0])):
+            want = len(rows[0]) if rows else "2 or 3"
+            raise _error(args, f"{name}, line {number}: expected {want} tab-separated fields, "
+                               f"found {len(fields)}: {line[:80]!r}")
+        rows.append(fields)
+    if not rows:
+        raise _error(args, f"{name} holds no queries")
+    return rows
+
+
+def _load_model(args):
+    from .estimator import KGEmbedder
+
+    if not Path(args.model).is_file():
+        raise _error(args, f"no such model file: {args.model}")
+    return KGEmbedder.load(args.model)  # a ValueError names foreign or corrupt files
+
+
+# ---------------------------------------------------------------------- output
+FORMATS = ("table", "tsv", "json")
+
+
+def _cell(value, digits=4):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _write(columns, fmt, out, digits=4):
+    """Write a dict of equal-length columns as an aligned table, TSV or a JSON list of records."""
+    names = list(columns)
+    rows = [dict(zip(names, values)) for values in zip(*(_plain(columns[n]) for n in names))]
+    if fmt == "json":
+        json.dump(rows, out, indent=2)
+        print(file=out)
+    elif fmt == "tsv":
+        print("\t".join(names), file=out)
+        for row in rows:
+            print("\t".join(_cell(row[n], 6) if isinstance(row[n], float) else _cell(row[n])
+                            for n in names), file=out)
+    else:
+        print(_format_table(names, [[_cell(row[n], digits) for n in names] for row in rows]), file=out)
+
+
+def _plain(values):
+    """Python scalars (JSON-ready) from a numpy array or a list."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _format_argument(parser):
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="output as an aligned table, tab-separated values with a header, "
+                             "or JSON records (default: table)")
+
+
+# ---------------------------------------------------------------------- train
+def _train_arguments(parser):
+    parser.add_argument("data", metavar="DATA",
+                        help="training triples: a tab-separated file (head, relation, tail a line), "
+                             "a folder with train.txt (and optionally valid.txt, test.txt), or "
+                             "a dataset name such as nations")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL",
+                        help="model file to write (the safe format of KGEmbedder.save)")
+    parser.add_argument("--valid", metavar="FILE",
+                        help="validation triples (default: DATA's valid.txt): filtered out of later "
+                             "rankings, and used by --early-stopping and the per-epoch validation MRR")
+    parser.add_argument("--test", metavar="FILE",
+                        help="test triples to evaluate after training (default: DATA's test.txt)")
+    parser.add_argument("--threads", type=_threads, default="auto",
+                        help=f"CPU threads for torch (default: auto, i.e. 1 below {ONE_THREAD_BELOW:,} "
+                             "training triples, where more threads gain little and slow down sharply on "
+                             "a busy machine; torch's default above)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no per-epoch log lines on stderr (--verbose 1 shows a progress bar instead)")
+    parser.usage = "kgestimator train DATA -o MODEL [--valid FILE] [--test FILE] [--PARAMETER VALUE ...]"
+    parser.set_defaults(param_names=add_estimator_arguments(parser, _estimator_class()))
+
+
+def _estimator_class():
+    from .estimator import KGEmbedder
+
+    return KGEmbedder
+
+
+def _checked_estimator(args):
+    """The estimator of the flags, its parameters checked before any data is read."""
+    from .samplers import make_sampler
+
+    est = _estimator_class()(**estimator_params(args, args.param_names))
+    try:
+        est._validate_params()
+        make_sampler(est.sampler)
+    except (ValueError, TypeError) as exc:
+        raise _error(args, flag_message(str(exc))) from None
+    return est
+
+
+#: the ranking metrics shown by train and evaluate
+METRICS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
+
+
+def _metrics_columns(named_metrics):
+    columns = {"split": list(named_metrics)}
+    for key in METRICS:
+        columns[key] = [m[key] for m in named_metrics.values()]
+    columns["unseen"] = [m["n_unknown"] for m in named_metrics.values()]
+    return columns
+
+
+def _evaluate_quietly(est, triples, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the unseen count is reported in the table
+        return est.evaluate(triples, **kwargs)
+
+
+def _train(args, out):
+    est = _checked_estimator(args)
+    output = Path(args.output)
+    if output.is_dir() or not output.parent.is_dir():
+        raise _error(args, f"cannot write the model to {output}: "
+                           + ("it is a folder" if output.is_dir() else f"no folder {output.parent}"))
+    splits = _read_splits(args, args.data, ("train", "valid", "test"))
+    for split in ("valid", "test"):
+        if getattr(args, split) is not None:
+            splits[split] = _read_triples(args, getattr(args, split))
+
+    threads = args.threads
+    if threads == "auto":
+        threads = 1 if len(splits["train"]) < ONE_THREAD_BELOW else None
+    with _torch_session(args, est.device, threads), _log_to_stderr(not args.quiet):
+        t0 = time.perf_counter()
+        est.fit(splits["train"], valid=splits.get("valid"))
+        seconds = time.perf_counter() - t0
+        est.save(output)
+        metrics = {split: _evaluate_quietly(est, splits[split]) for split in ("valid", "test")
+                   if split in splits}
+    what = est.model + ("" if est.emu is False else " + EMU" if est.emu is True else f" + emu={est.emu}")
+    print(f"trained {what} on {len(splits['train'])} triples ({len(est.entities_)} entities, "
+          f"{len(est.relations_)} relations): {est.n_iter_} epochs in {seconds:.1f} s", file=out)
+    if metrics:
+        print("filtered metrics, both directions, realistic ranks:", file=out)
+        _write(_metrics_columns(metrics), "table", out)
+    print(f"model written to {output}", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------- evaluate
+def _evaluate_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
+    parser.add_argument("test", metavar="TRIPLES",
+                        help="triples to rank: a tab-separated file, or a folder (its test.txt)")
+    parser.add_argument("--filter", metavar="FILE", action="append", default=[],
+                        help="more known triples to filter out of the rankings (repeatable); "
+                             "the training and validation triples of the model always are")
+    _format_argument(parser)
+
+
+def _evaluate(args, out):
+    import numpy as np
+
+    est = _load_model(args)
+    triples = _read_splits(args, args.test, ("test",))["test"]
+    extra = [_read_triples(args, path) for path in args.filter]
+    m = _evaluate_quietly(est, triples, filter_triples=np.concatenate(extra) if extra else None)
+    keys = METRICS
+    if args.format == "json":
+        json.dump(m, out, indent=2)
+        print(file=out)
+        return 0
+    _write({"metric": list(keys), "both": [m[k] for k in keys], "head": [m["head"][k] for k in keys],
+            "tail": [m["tail"][k] for k in keys]}, args.format, out)
+    if args.format == "table":
+        print(f"{m['n_triples']} triples ranked against {len(est.entities_)} entities (filtered, realistic "
+              f"ranks); {m['n_unknown']} with unseen labels count as misses", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------- predict
+def _predict_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
+    parser.add_argument("-q", "--query", nargs=2, action="append", default=[], metavar=("HEAD", "RELATION"),
+                        help="one query (repeatable): HEAD RELATION for tail prediction, "
+                             "RELATION TAIL with --direction head")
+    parser.add_argument("--queries", metavar="FILE",
+                        help="tab-separated queries, one a line, as for --query (a third column "
+                             "holding the answer to find is ignored); '-' reads stdin")
+    parser.add_argument("-k", type=_positive_int, default=10, help="answers per query (default: 10)")
+    parser.add_argument("--direction", choices=("tail", "head"), default="tail",
+                        help="predict tails of (head, relation) or heads of (relation, tail) (default: tail)")
+    parser.add_argument("--include-known", action="store_true",
+                        help="keep answers that are training or validation facts (left out by default)")
+    _format_argument(parser)
+
+
+def _check_labels(args, est, queries):
+    """A one-line error naming the first label of the queries the model has never seen."""
+    from .data import encode
+
+    roles = ("head", "relation") if args.direction == "tail" else ("relation", "tail")
+    for number, query in enumerate(queries, 1):
+        for role, label in zip(roles, query):
+            vocab = est.relations_ if role == "relation" else est.entities_
+            if not encode([label], vocab)[1][0]:
+                kind = "relation" if role == "relation" else "entity"
+                shown = ", ".join(map(str, vocab[:3].tolist()))
+                raise _error(args, f"unknown {kind} {label!r} in query {number} ({' '.join(query)}); "
+                                   f"the model knows {len(vocab)} {kind.replace('y', 'ie')}s, e.g. {shown}")
+
+
+def _predict(args, out):
+    from .estimator import topk_columns
+
+    est = _load_model(args)
+    queries = [list(q) for q in args.query]
+    if args.queries is not None:
+        rows = _read_queries(args, args.queries)
+        if len(rows[0]) == 3:  # drop the column holding the answer to find
+            rows = [r[:2] if args.direction == "tail" else r[1:] for r in rows]
+        queries += rows
+    if not queries:
+        raise _error(args, "no queries: give --query HEAD RELATION (repeatable) or --queries FILE")
+    _check_labels(args, est, queries)
+    if args.k > len(est.entities_):
+        raise _error(args, f"-k {args.k}: the model has only {len(est.entities_)} entities")
+    exclude = not args.include_known
+    columns = topk_columns(*est._predict_topk(queries, args.k, args.direction, exclude, True),
+                           args.direction, exclude)
+    if args.format == "table":
+        first = columns["rank"] == 1  # a query's labels once, on its first row
+        for name in ("head", "relation", "tail"):
+            if name in columns:
+                columns[name] = [v if f else "" for v, f in zip(columns[name].tolist(), first)]
+        del columns["query"]
+        if not args.include_known:
+            del columns["known"]
+    _write(columns, args.format, out)
+    if args.format == "table" and exclude:
+        short = len(queries) * args.k - len(columns["rank"])
+        if short:
+            print(f"({short} of the {len(queries) * args.k} answers asked for are known facts, left out; "
+                  "--include-known lists them)", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------- list
+def _list_arguments(parser):
+    pass
+
+
+def _summary(obj):
+    doc = (obj.__doc__ or "").strip().splitlines()
+    return doc[0].replace("``", "") if doc else ""
+
+
+def _list(args, out):
+    from .estimator import LOSSES
+    from .models import MODELS
+    from .samplers import SAMPLERS
+
+    sections = {
+        "models (--model)": {name: f"{cls.__name__}: {_summary(cls)}" for name, cls in MODELS.items()},
+        "samplers (--sampler)": {name: _summary(cls) for name, cls in SAMPLERS.items()},
+        "losses (--loss)": LOSSES,
+    }
+    width = max(len(name) for entries in sections.values() for name in entries)
+    for title, entries in sections.items():
+        print(title, file=out)
+        for name, text in entries.items():
+            print(f"  {name.ljust(width)}  {text}", file=out)
+    print("EMU is switched on with --emu (see kgestimator train --help: --alpha, --mutation-ratio, --beta)",
+          file=out)
+    return 0
+
+
 # ---------------------------------------------------------------------- demo
 def _demo_arguments(parser):
     parser.add_argument("--seed", type=_nonnegative_int, default=0,
@@ -111,27 +513,13 @@ def _demo_arguments(parser):
                         help="tiny models (dim 16, 16 negatives, 5 epochs): a smoke test of a few seconds")
     parser.add_argument("--device", default="auto",
                         help="'auto' (CUDA when available), 'cpu' or 'cuda[:N]' (default: auto)")
-    parser.add_argument("--threads", type=_thread_count, default=1,
-                        help="CPU threads for torch (default: 1; the demo's tensors are too "
-                             "small to gain from more, and extra threads slow down sharply "
-                             "on a busy machine)")
+    _threads_argument(parser, 1, "; the demo's tensors are too small to gain from more, and "
+                                 "extra threads slow down sharply on a busy machine")
 
 
 def _demo(args, out):
-    import torch
-
-    from ._utils import resolve_device
-
-    device = resolve_device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CommandError(f"kgestimator demo: error: --device {args.device}: CUDA is not available "
-                           "on this machine; use --device cpu")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with _torch_session(args, args.device, args.threads):
         return _run_demo(args, out)
-    finally:
-        torch.set_num_threads(previous_threads)  # main() may run inside a larger program
 
 
 def _run_demo(args, out):
@@ -196,6 +584,13 @@ def _run_demo(args, out):
 
 #: subcommand name -> (help, add_arguments(parser), run(args, out) -> exit status)
 COMMANDS = {
+    "train": ("train a model on a TSV file or a dataset folder and write a model file",
+              _train_arguments, _train),
+    "evaluate": ("filtered ranking metrics (MRR, MR, Hits@k) of a model file on test triples",
+                 _evaluate_arguments, _evaluate),
+    "predict": ("top-k tails (or heads) of queries, known facts left out",
+                _predict_arguments, _predict),
+    "list": ("the models, negative samplers and losses", _list_arguments, _list),
     "demo": ("train DistMult and TransE with and without EMU on a generated graph "
              "and print their test metrics", _demo_arguments, _demo),
 }
@@ -229,21 +624,51 @@ def main(argv=None):
         0 on success. Errors print one line on stderr and raise
         ``SystemExit(2)`` (``--help`` and ``--version`` raise ``SystemExit(0)``).
     """
+    argv = _dashed(sys.argv[1:] if argv is None else list(argv))
+    prefix = "kgestimator"
     try:
         args = build_parser().parse_args(argv)
         if args.command is None:
             raise CommandError(f"kgestimator: choose a command: {', '.join(COMMANDS)} "
                                "(see kgestimator --help)")
+        prefix = f"kgestimator {args.command}"
         return COMMANDS[args.command][2](args, sys.stdout)
     except CommandError as exc:
         message = str(exc)
+    except BrokenPipeError:
+        _silence_stdout()  # the reader left (`kgestimator list | head -1`): not an error to report
+        raise SystemExit(141) from None  # 128 + SIGPIPE, as for other command-line tools
     except (ValueError, TypeError, RuntimeError, OSError, ArithmeticError) as exc:
-        message = f"kgestimator: error: {exc}"
+        message = f"{prefix}: error: {exc}"
     except KeyboardInterrupt:
         print("kgestimator: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
     print(" ".join(message.split()), file=sys.stderr)  # always one line
     raise SystemExit(2)
+
+
+def _silence_stdout():
+    """Point stdout at /dev/null so that the interpreter's final flush does not fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a non-file object
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _dashed(argv):
+    """``--n_epochs`` -> ``--n-epochs``: the Python spelling of a parameter works as a flag too."""
+    out = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            return out + argv[i:]
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            arg = name.replace("_", "-") + eq + value
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -46,9 +46,14 @@ def check_triples(X, *, n_columns=3, name="X", columns=None):
     X : array-like of shape (n_triples, 3)
         ``(head, relation, tail)`` labels: a numpy array (strings, integers,
         integral floats or objects), a list of lists or tuples, or a pandas
-        DataFrame with three columns.  With ``n_columns=2`` an array of
+        DataFrame.  A DataFrame whose columns include ``head``, ``relation``
+        and ``tail`` (any order, any case) is read by those names, other
+        columns ignored; otherwise its columns are taken in order.  With
+        ``n_columns=2`` an array of
         ``(head, relation)`` queries of shape ``(n_queries, 2)`` is accepted
-        as well, and a third (tail) column is accepted and dropped.
+        as well, and a third (tail) column is accepted and dropped; a
+        DataFrame with only ``head`` and ``relation`` (or ``relation`` and
+        ``tail``) columns is read by name in that order.
     n_columns : {3, 2}, default=3
         Number of columns to return.
     name : str, default="X"
@@ -214,7 +219,29 @@ def _as_array(X, name):
     return arr
 
 
+#: named column sets of a DataFrame, read in this order (see check_triples)
+_NAMED_LAYOUTS = (_COLUMN_NAMES, ("head", "relation"), ("relation", "tail"))
+
+
+def column_roles(X):
+    """The named columns of a DataFrame ``X`` that :func:`check_triples` reads, or None.
+
+    ``('head', 'relation', 'tail')``, ``('head', 'relation')`` or
+    ``('relation', 'tail')`` when ``X`` is a DataFrame with those columns (any
+    order, any case); None for anything else, whose columns are positional.
+    """
+    pd = sys.modules.get("pandas")
+    if pd is None or not isinstance(X, pd.DataFrame):
+        return None
+    names = {str(c).lower() for c in X.columns}
+    return next((layout for layout in _NAMED_LAYOUTS if names.issuperset(layout)), None)
+
+
 def _frame_to_array(df):
+    roles = column_roles(df)
+    if roles is not None:
+        by_name = {str(c).lower(): c for c in df.columns}
+        df = df[[by_name[role] for role in roles]]
     kinds = {getattr(dtype, "kind", "O") for dtype in df.dtypes}
     # Plain integer columns convert without a detour through Python objects.
     if kinds and kinds <= set("iu") and all(isinstance(d, np.dtype) for d in df.dtypes):

@@ -10,12 +10,15 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
+from ._progress import epoch_progress, logger
 from ._utils import make_generator, resolve_device, to_numpy
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .memory import check_training_fits
 from .models import MODELS
+from ._utils import check_choice as _check_choice
+from ._utils import check_number as _check_number
 from .samplers import make_sampler
 from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted, train
 
@@ -31,24 +34,18 @@ EMU_DEFAULTS = {
     "hake": (0.10, 0.128, 0.964),
 }
 
-LOSSES = ("ce", "logistic", "self_adversarial")
+#: loss name -> one line for ``kgestimator list``
+LOSSES = {
+    "ce": "softmax cross-entropy over [positive, negatives]; the EMU code path",
+    "logistic": "negative-sampling logistic loss, negatives averaged",
+    "self_adversarial": "logistic loss with negatives weighted by softmax(adversarial_temperature * "
+                        "score) (RotatE)",
+}
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
 REGULARIZERS = (None, "n3", "l3")
 #: below this many training triples the one-off compile costs more than it saves
 COMPILE_MIN_TRIPLES = 50_000
-
-
-def _check_number(name, value, low, high=None, integer=False, low_open=False):
-    kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value <= high)
-    if not ok:
-        bracket = "(" if low_open else "["
-        rng = f"{bracket}{low}, {high if high is not None else 'inf'}]"
-        what = "an int" if integer else "a number"
-        raise ValueError(f"The {name!r} parameter must be {what} in {rng}; got {value!r}.")
 
 
 def _check_bool(name, value):
@@ -66,13 +63,6 @@ def _check_enough_candidates(known_mask, k, offset):
             f"Query row {offset + row} has only {int(left[row])} candidate(s) that are not known "
             f"facts, fewer than k={k}; lower k or pass exclude_known=False."
         )
-
-
-def _check_choice(name, value, choices):
-    # strict: 1 is not True and 0 is not False
-    if not any(value is c or (c is not None and isinstance(value, type(c)) and value == c)
-               for c in choices):
-        raise ValueError(f"The {name!r} parameter must be one of {list(choices)}; got {value!r}.")
 
 
 class KGEmbedder(BaseEstimator):
@@ -93,9 +83,10 @@ class KGEmbedder(BaseEstimator):
         Margin of distance models; sets the initialisation range
         ``(gamma + 2) / dim`` of every model.
     sampler : str or sampler object, default='uniform'
-        ``'uniform'`` (alternating head/tail corruption) or ``'bernoulli'``, or an
-        object from :mod:`kgestimator.samplers` whose parameters grid searches
-        reach as ``sampler__<name>``.
+        ``'uniform'`` (alternating head/tail corruption), ``'bernoulli'``,
+        ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
+        describes them), or an object from :mod:`kgestimator.samplers` whose
+        parameters grid searches reach as ``sampler__<name>``.
     n_negatives : int, default=256
         Negatives per positive.
     neg_chunk_size : int, default=100
@@ -136,6 +127,7 @@ class KGEmbedder(BaseEstimator):
         ``'adagrad_then_adam'`` is the EMU code's schedule: Adagrad, then a fresh
         Adam at ``learning_rate / 10`` halfway.
     learning_rate : float, default=0.01
+        Step size of the optimiser.
     batch_size : int, default=1000
         Positives per step (rounded up to whole chunks of ``neg_chunk_size``).
     n_epochs : int, default=50
@@ -147,8 +139,12 @@ class KGEmbedder(BaseEstimator):
         ``patience`` evaluations without improvement and restore the best weights.
         Uses ``valid`` from ``fit`` or holds out ``validation_fraction`` of ``X``.
     eval_every : int, default=5
+        Epochs between two evaluations of the validation MRR (recorded in
+        ``history_``), when there are validation triples.
     patience : int, default=3
+        Evaluations without improvement before early stopping ends training.
     validation_fraction : float, default=0.1
+        Fraction of ``X`` held out for early stopping when ``fit`` gets no ``valid``.
     compile : {False, True, 'auto'}, default=False
         Fuse the vanilla candidate scoring of RotatE and HAKE with
         ``torch.compile``: about 25% faster steps on FB15k-237 for a one-off compile
@@ -166,7 +162,9 @@ class KGEmbedder(BaseEstimator):
         Seeds initialisation, shuffling and sampling. Pass an int for
         reproducible output across multiple function calls (CPU).
     verbose : int, default=0
-        Progress bar over epochs when positive.
+        When positive, a progress bar over epochs on stderr with the loss and the
+        last validation MRR; otherwise one INFO record per epoch on the
+        ``kgestimator`` logger (shown once logging is configured).
     checkpoint_dir : str or path-like, default=None
         Folder of a training checkpoint (``checkpoint.pt``, replaced atomically).
         When it already holds one, ``fit`` resumes from it and continues the
@@ -397,7 +395,7 @@ class KGEmbedder(BaseEstimator):
         init_gen = torch.Generator().manual_seed(seed)
         model = MODELS[self.model](len(entities), len(relations), self.dim, float(self.gamma),
                                    generator=init_gen).to(device)
-        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations))
+        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations), generator=gen)
         known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
 
         checkpoint = None
@@ -418,16 +416,6 @@ class KGEmbedder(BaseEstimator):
                           "the training triples; training runs every epoch without early stopping.",
                           UserWarning, stacklevel=2)
 
-        bar, progress = None, None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=None, unit="epoch", desc=f"{self.model}{'+EMU' if self.emu else ''}")
-
-            def progress(rec):
-                bar.update(1)
-                bar.set_postfix({k: round(v, 4) for k, v in rec.items() if k in ("loss", "valid_mrr")})
-
         def set_fitted(history):
             self.entities_, self.relations_, self.device_ = entities, relations, device
             self.model_ = model
@@ -437,9 +425,13 @@ class KGEmbedder(BaseEstimator):
             self._known_ids = known_ids
             self.n_iter_ = len(history)
 
+        desc = f"{self.model}{'+EMU' if self.emu else ''}"
+        logger.info("fit %s: %d triples, %d entities, %d relations, device %s", desc,
+                    train_ids.shape[0], len(entities), len(relations), device)
         try:
-            history = train(model, train_ids, sampler, cfg, gen, validate=validate, progress=progress,
-                            checkpoint=checkpoint)
+            with epoch_progress(desc, self.verbose, None if self.max_steps else self.n_epochs) as progress:
+                history = train(model, train_ids, sampler, cfg, gen, validate=validate, progress=progress,
+                                checkpoint=checkpoint)
         except TrainingInterrupted as stop:
             set_fitted(stop.history)
             warnings.warn(str(stop), UserWarning, stacklevel=2)
@@ -448,9 +440,6 @@ class KGEmbedder(BaseEstimator):
             if err.weights_kept:
                 set_fitted(err.history)
             raise
-        finally:
-            if bar is not None:
-                bar.close()
         set_fitted(history)
         return self
 
@@ -483,17 +472,26 @@ class KGEmbedder(BaseEstimator):
         return to_numpy(torch.cat(out)).astype(np.float64)
 
     def _queries(self, X, direction):
-        """Encoded ``(anchor, relation)`` ids of tail or head queries."""
+        """``(labels (n, 2), anchor ids, relation ids)`` of tail or head queries.
+
+        ``labels`` holds ``(anchor, relation)``: the head for tail queries, the
+        tail for head queries.
+        """
         _check_choice("direction", direction, ("tail", "head"))
+        roles = kgdata.column_roles(X)
+        expected = ("head", "relation") if direction == "tail" else ("relation", "tail")
+        if roles is not None and len(roles) == 2 and roles != expected:
+            raise ValueError(f"{direction} queries need columns {expected}; got a DataFrame with "
+                             f"columns {list(X.columns)}.")
         if direction == "tail":
             labels = kgdata.check_triples(X, n_columns=2, name="X")
         else:
             # (relation, tail) pairs, or full triples whose head is ignored
             labels = kgdata.check_triples(X, n_columns=2, name="X", columns=("relation", "tail"))[:, ::-1]
         ids = self._encode_strict(labels, 2, name="X")
-        return ids[:, 0], ids[:, 1]
+        return labels, ids[:, 0], ids[:, 1]
 
-    def predict_topk(self, X, k=10, direction="tail", exclude_known=True):
+    def predict_topk(self, X, k=10, direction="tail", exclude_known=True, as_frame=False):
         """The ``k`` best entities for each query.
 
         Parameters
@@ -501,40 +499,70 @@ class KGEmbedder(BaseEstimator):
         X : array-like of shape (n_queries, 2) or (n_queries, 3)
             Tail queries ``(head, relation)``; for ``direction='head'``,
             ``(relation, tail)`` pairs. A third column is ignored (tail queries) or
-            the head column is ignored (head queries given as triples).
+            the head column is ignored (head queries given as triples). A
+            DataFrame with columns named ``head``, ``relation`` (and ``tail``)
+            is read by name.
         k : int, default=10
         direction : {'tail', 'head'}, default='tail'
         exclude_known : bool, default=True
             Leave out answers already known from the training (and validation) triples.
+        as_frame : bool, default=False
+            Return a tidy pandas DataFrame instead of two arrays (needs pandas).
 
         Returns
         -------
         labels : ndarray of shape (n_queries, k)
         scores : ndarray of shape (n_queries, k)
+            Returned as ``(labels, scores)`` when ``as_frame=False``.
+        frame : pandas.DataFrame
+            When ``as_frame=True``: ``k`` rows per query, in query order, with
+            columns ``query`` (the query's position in ``X``), ``head`` and
+            ``relation`` (``relation`` and ``tail`` for head queries), ``rank``
+            (1 to ``k``), ``label``, ``score`` and ``known`` (whether the answer
+            is a training or validation fact, so always False with
+            ``exclude_known=True``; a query then has fewer than ``k`` rows
+            when fewer than ``k`` of its answers are unknown).
         """
+        if as_frame:
+            try:
+                import pandas as pd
+            except ImportError as exc:
+                raise ImportError("predict_topk(as_frame=True) needs pandas: "
+                                  "pip install 'kgestimator[pandas]'") from exc
+            return pd.DataFrame(topk_columns(*self._predict_topk(X, k, direction, exclude_known, True),
+                                             direction, exclude_known))
+        _, labels, scores, _ = self._predict_topk(X, k, direction, exclude_known)
+        return labels, scores
+
+    def _predict_topk(self, X, k, direction, exclude_known, with_known=False):
+        """``(query labels (n, 2), labels (n, k), scores (n, k), known (n, k) or None)``."""
         check_is_fitted(self)
         n_ent = len(self.entities_)
         if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_ent:
             raise ValueError(f"k must be an int in [1, {n_ent}] (the number of entities); got {k!r}.")
         _check_bool("exclude_known", exclude_known)
-        anchor, rel = self._queries(X, direction)
-        known = self._known_index() if exclude_known else None
-        labels, scores = [], []
+        query_labels, anchor, rel = self._queries(X, direction)
+        known = self._known_index() if exclude_known or with_known else None
+        labels, scores, flags = [], [], []
         bs = query_batch_size(self.model_)
         self.model_.eval()
         with torch.no_grad():
             for i in range(0, anchor.shape[0], bs):
                 a, r = anchor[i:i + bs], rel[i:i + bs]
                 s = score_all(self.model_, a, r, direction)
-                if known is not None:
-                    mask = known.mask(a, r, direction)
-                    _check_enough_candidates(mask, k, i)
+                mask = known.mask(a, r, direction) if known is not None else None
+                if exclude_known:
+                    if not with_known:  # a frame can hold fewer than k rows; arrays cannot
+                        _check_enough_candidates(mask, k, i)
                     s = s.masked_fill(mask, -torch.inf)
                 top = torch.topk(s, k, dim=1)
                 labels.append(to_numpy(top.indices))
                 scores.append(to_numpy(top.values))
+                if with_known:
+                    flags.append(to_numpy(mask.gather(1, top.indices)))
         idx = np.concatenate(labels)
-        return self.entities_[idx], np.concatenate(scores).astype(np.float64)
+        return (query_labels, self.entities_[idx], np.concatenate(scores).astype(np.float64),
+                np.concatenate(flags) if with_known else None)
 
     def predict(self, X, direction="tail", exclude_known=True):
         """The best entity for each query (see :meth:`predict_topk`).
@@ -674,6 +702,25 @@ def _encode_strict(X, entities, relations, device, n_columns=3, name="X"):
             f"e.g. {bad.tolist()}; an unseen entity or relation has no embedding."
         )
     return ids
+
+
+def topk_columns(query_labels, labels, scores, known, direction, exclude_known):
+    """Columns of the tidy top-k table (see ``predict_topk(as_frame=True)``), as a dict of arrays.
+
+    With ``exclude_known``, known answers (masked to a score of -inf, which reach
+    the top k only when fewer than k candidates are unknown) are dropped.
+    """
+    n, k = labels.shape
+    anchor, rel = query_labels[:, 0], query_labels[:, 1]
+    query = {"head": anchor, "relation": rel} if direction == "tail" else {"relation": rel, "tail": anchor}
+    columns = {"query": np.repeat(np.arange(n), k),
+               **{name: np.repeat(values, k) for name, values in query.items()},
+               "rank": np.tile(np.arange(1, k + 1), n), "label": labels.ravel(),
+               "score": scores.ravel(), "known": known.ravel()}
+    if exclude_known:
+        keep = ~columns["known"]
+        columns = {name: values[keep] for name, values in columns.items()}
+    return columns
 
 
 def copy_to_cpu(module):

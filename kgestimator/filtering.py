@@ -58,3 +58,36 @@ class KnownTriples:
         cols = answers[torch.repeat_interleave(starts[pos], lengths) + offsets]
         out[rows, cols] = True
         return out
+
+
+class TripleSet:
+    """Membership test for ``(anchor, relation, candidate)`` against known triples.
+
+    Training-time samplers use it to drop true answers from their negatives
+    (ALGORITHMS.md §4.1 (a), §4.3). Each triple becomes one int64 key per side,
+    sorted once; a ``(B, N)`` block of candidates is tested with one
+    ``searchsorted``.
+    """
+
+    def __init__(self, triples, n_entities, n_relations):
+        self.n_entities = int(n_entities)
+        self.n_relations = int(n_relations)
+        h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
+        self._keys = {"tail": torch.unique(self._key(h, r, t)),
+                      "head": torch.unique(self._key(t, r, h))}
+
+    def _key(self, anchor, rel, cand):
+        return (anchor * self.n_relations + rel) * self.n_entities + cand
+
+    def contains(self, anchor, rel, cand, side):
+        """Boolean like ``cand``: True where ``(anchor, rel, cand)`` is known.
+
+        ``anchor`` and ``rel`` have shape ``(B,)``, ``cand`` ``(B, N)``; for
+        ``side="head"`` the anchor is the tail and the candidates are heads.
+        """
+        keys = self._keys[side]
+        if keys.numel() == 0:
+            return torch.zeros_like(cand, dtype=torch.bool)
+        query = self._key(anchor.unsqueeze(1), rel.unsqueeze(1), cand)
+        pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
+        return keys[pos] == query

@@ -93,8 +93,9 @@ def test_python_m_entry_point():
 
 def test_examples_exist():
     names = {p.name for p in EXAMPLES}
-    assert {"plot_quickstart.py", "plot_emu_vs_uniform.py", "plot_grid_search_emu.py",
-            "plot_topk_predictions.py"} <= names
+    assert {"plot_quickstart.py", "plot_compare_models.py", "plot_emu_vs_uniform.py",
+            "plot_grid_search_emu.py", "plot_topk_predictions.py", "plot_visualising.py",
+            "plot_optuna_search.py"} <= names
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])

@@ -17,7 +17,7 @@ from sklearn.exceptions import NotFittedError
 
 import kgestimator
 from conftest import FAST
-from kgestimator import KGEmbedder
+from kgestimator import KGEmbedder, training
 from kgestimator.checkpoint import FILENAME, FORMAT, FORMAT_VERSION
 from kgestimator.persistence import read_payload
 from kgestimator.samplers import BernoulliSampler, UniformSampler
@@ -27,10 +27,9 @@ RUN = dict(FAST, n_epochs=6)
 
 
 class Faults:
-    """Switches the samplers below consult: raise Ctrl-C, or poison the weights, at a step."""
+    """Switches the samplers below consult: raise Ctrl-C at a step."""
 
     interrupt_at = None
-    poison_at = None
 
 
 class _FaultMixin:
@@ -39,14 +38,6 @@ class _FaultMixin:
             Faults.interrupt_at = None
             raise KeyboardInterrupt
         return super().sides(batch, step, generator)
-
-    def sample(self, batch, side, n_chunks, n_negatives, generator, model=None, query=None):
-        if Faults.poison_at is not None and getattr(self, "_step", 0) >= Faults.poison_at:
-            Faults.poison_at = None
-            with torch.no_grad():
-                model.entity.fill_(float("nan"))
-        self._step = getattr(self, "_step", 0) + 1
-        return super().sample(batch, side, n_chunks, n_negatives, generator, model, query)
 
 
 class FaultyUniform(_FaultMixin, UniformSampler):
@@ -64,20 +55,23 @@ class CachingSampler(_FaultMixin, UniformSampler):
     def __init__(self, cache_size=8):
         self.cache_size = cache_size
 
-    def fit(self, triples, n_entities, n_relations):
-        super().fit(triples, n_entities, n_relations)
+    def fit(self, triples, n_entities, n_relations, **kwargs):
+        super().fit(triples, n_entities, n_relations, **kwargs)
         self.cache_ = torch.zeros(self.cache_size, dtype=torch.long, device=triples.device)
         self.updates_ = 0
         return self
 
-    def sample(self, batch, side, n_chunks, n_negatives, generator, model=None, query=None):
-        ids = super().sample(batch, side, n_chunks, n_negatives, generator, model, query)
+    def sample(self, batch, side, n_chunks, n_negatives, generator, *args, **kwargs):
+        ids = super().sample(batch, side, n_chunks, n_negatives, generator, *args, **kwargs)
         pick = torch.randint(self.cache_size, (n_chunks, n_negatives // 2), generator=generator,
                              device=ids.device)
         ids[:, : n_negatives // 2] = self.cache_[pick]
         return ids
 
-    def update(self, batch, side, neg_ids, neg_scores):
+    def update(self, batch, side, *args):
+        # the trainer passes (neg_ids, neg_scores), or, in the sampler API that
+        # adds hard-negative samplers, (model, query, neg_ids, neg_scores, generator)
+        neg_ids, neg_scores = args if len(args) == 2 else args[2:4]
         hardest = neg_scores.mean(1).argsort(dim=-1, descending=True)[0, : self.cache_size]
         self.cache_ = neg_ids[0, hardest].clone()
         self.updates_ += 1
@@ -88,6 +82,23 @@ class CachingSampler(_FaultMixin, UniformSampler):
     def load_state_dict(self, state):
         assert state["cache"].device == self.cache_.device
         self.cache_, self.updates_ = state["cache"], state["updates"]
+
+
+@pytest.fixture
+def poison_at(monkeypatch):
+    """``poison_at(step)``: the weights turn NaN just before that step's loss."""
+    real = training.step_loss
+
+    def arm(at):
+        def step_loss(model, pairwise, sampler, cfg, batch, step, generator):
+            if step == at:
+                with torch.no_grad():
+                    model.entity.fill_(float("nan"))
+            return real(model, pairwise, sampler, cfg, batch, step, generator)
+
+        monkeypatch.setattr(training, "step_loss", step_loss)
+
+    return arm
 
 
 def _weights(est):
@@ -258,17 +269,16 @@ def test_ctrl_c_keeps_best_weights_so_far(kg):
     assert est.predict(kg.test[:3, :2]).shape == (3,)
 
 
-def test_non_finite_loss_keeps_last_finite_weights(kg, tmp_path):
-    params = dict(RUN, sampler=FaultyUniform(), random_state=0)
-    # no checkpoint: the weights turn NaN at step 7; nothing finite is left
-    Faults.poison_at = 7
+def test_non_finite_loss_keeps_last_finite_weights(kg, tmp_path, poison_at):
+    params = dict(RUN, random_state=0)
+    # no checkpoint: the weights turn NaN before step 7 (the eighth); nothing finite is left
+    poison_at(7)
     est = KGEmbedder(**params)
     with pytest.raises(FloatingPointError, match="loss became nan at epoch 2, step 8.*No finite weights"):
         est.fit(kg.train)
     with pytest.raises(NotFittedError):
         est.predict(kg.test[:1, :2])
     # with a checkpoint, the estimator falls back to its weights
-    Faults.poison_at = 7
     est = KGEmbedder(**params, checkpoint_dir=tmp_path, checkpoint_every=3)
     with pytest.raises(FloatingPointError, match="keeps the weights of the checkpoint of step 6") as info:
         est.fit(kg.train)

@@ -35,8 +35,13 @@ def blocked(fn, q, shared, per_row=(), per_chunk=()):
     """
     C, c = q.shape[0], q.shape[1]
     rows = max(1, BLOCK_ELEMENTS // max(1, shared.shape[1] * shared.shape[2]))
-    if rows >= c and C == 1:
+    if rows >= c * C:
         return fn(q, *per_row, *per_chunk)
+    if rows >= c:
+        # many small chunks (independent negatives, c = 1): blocks of whole chunks
+        k = rows // c
+        return torch.cat([fn(q[i:i + k], *[t[i:i + k] for t in per_row], *[t[i:i + k] for t in per_chunk])
+                          for i in range(0, C, k)], 0)
     out = []
     for i in range(C):
         chunk_args = [t[i:i + 1] for t in per_chunk]
