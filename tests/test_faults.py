@@ -20,7 +20,8 @@ from conftest import FAST
 from kgestimator import KGEmbedder, training
 from kgestimator.checkpoint import FILENAME, FORMAT, FORMAT_VERSION
 from kgestimator.persistence import read_payload
-from kgestimator.samplers import BernoulliSampler, UniformSampler
+from kgestimator.samplers import (AdversarialSampler, BernoulliSampler, NSCachingSampler, SANSampler,
+                                  UniformSampler)
 
 #: steps per epoch with FAST on the session graph: ceil(1200 / 256) = 5
 RUN = dict(FAST, n_epochs=6)
@@ -414,3 +415,28 @@ def test_real_ctrl_c_in_a_training_process(tmp_path):
     assert 0 < len(loaded.history_) < KILL_PARAMS["n_epochs"]
     assert all(torch.isfinite(p).all() for p in loaded.model_.parameters())
     assert _checkpoint_step(ckpt) <= _logged_steps(log)[-1] + 1
+
+
+class FaultySAN(_FaultMixin, SANSampler):
+    pass
+
+
+class FaultyNSCaching(_FaultMixin, NSCachingSampler):
+    pass
+
+
+class FaultyAdversarial(_FaultMixin, AdversarialSampler):
+    pass
+
+
+@pytest.mark.parametrize("sampler", [FaultySAN(n_random_walks=20), FaultyNSCaching(), FaultyAdversarial(n_fake=2)],
+                         ids=["san", "nscaching", "adversarial"])
+def test_hard_samplers_resume_identically(kg, tmp_path, sampler):
+    # their state (SAN pools, NSCaching caches, DANS networks and optimisers) goes
+    # into the checkpoint, so an interrupted run ends exactly like an uninterrupted one
+    params = dict(RUN, sampler=sampler, emu=True, random_state=3)
+    reference = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    params.update(checkpoint_dir=tmp_path / "run", checkpoint_every=4)
+    _fit_interrupted(params, kg, at=13)
+    resumed = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
+    _same_run(resumed, reference)
