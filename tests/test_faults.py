@@ -300,19 +300,22 @@ def test_non_finite_loss_from_divergence(kg):
 
 # ---------------------------------------------------------------- SIGKILL
 CHILD = """
-import os, sys
+import os, sys, time
 import torch
 torch.set_num_threads(1)
 from kgestimator import KGEmbedder, make_kg
 from kgestimator.samplers import UniformSampler
 
 log = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+pause_at = int(os.environ.get("KGE_TEST_PAUSE_AT", "-1"))
 
 
 class LoggingSampler(UniformSampler):
     # records each step as it starts; os.write survives a SIGKILL
     def sides(self, batch, step, generator):
         os.write(log, b"%d\\n" % step)
+        if step == pause_at:  # hold still so the parent's signal lands inside fit
+            time.sleep(120)
         return super().sides(batch, step, generator)
 
 
@@ -342,8 +345,9 @@ def _child_runner(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([repo, os.environ.get("PYTHONPATH", "")]))
     ckpt, model_path = tmp_path / "run", tmp_path / "model.kge"
 
-    def start(log):
-        return subprocess.Popen([sys.executable, str(script), str(ckpt), str(log), str(model_path)], env=env,
+    def start(log, pause_at=-1):
+        return subprocess.Popen([sys.executable, str(script), str(ckpt), str(log), str(model_path)],
+                                env=dict(env, KGE_TEST_PAUSE_AT=str(pause_at)),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     return start, ckpt, model_path
@@ -404,7 +408,9 @@ def test_sigkill_at_a_random_moment_then_resume(kg, tmp_path):
 def test_real_ctrl_c_in_a_training_process(tmp_path):
     start, ckpt, model_path = _child_runner(tmp_path)
     log = tmp_path / "steps.log"
-    proc = start(log)
+    # the child holds still at that step: without it, a loaded machine can let the
+    # short run finish between the parent seeing the step and the signal arriving
+    proc = start(log, pause_at=TOTAL_STEPS // 2)
     _wait_for_step(proc, log, TOTAL_STEPS // 2)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=300)
