@@ -300,7 +300,10 @@ def test_non_finite_loss_from_divergence(kg):
 
 # ---------------------------------------------------------------- SIGKILL
 CHILD = """
-import os, sys, time
+import os, signal, sys, time
+# a job started in the background (nohup, CI runners) inherits SIGINT ignored, and
+# Python then never raises KeyboardInterrupt; a terminal's Ctrl-C has the default
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import torch
 torch.set_num_threads(1)
 from kgestimator import KGEmbedder, make_kg
