@@ -312,3 +312,12 @@ def test_registry_lists_every_sampler():
 def test_dans_validates_parameters(params, name):
     with pytest.raises(ValueError, match=f"AdversarialSampler: the '{name}'"):
         AdversarialSampler(**params).fit(_path(), 12, 1)
+
+
+@pytest.mark.parametrize("walks", [0, 5])
+def test_san_graph_without_edges_samples_uniformly(walks):
+    loops = torch.tensor([[0, 0, 0], [1, 0, 1]])  # self-loops only: no neighbours anywhere
+    s = SANSampler(k_hop=2, n_random_walks=walks).fit(loops, 10, 1, generator=_gen())
+    assert s.pool_indices_.numel() == 0
+    ids = s.sample(loops, "tail", 2, 50, _gen())
+    assert not bool((ids[0] == 0).any()) and ids.max() < 10

@@ -85,7 +85,8 @@ def khop_pools(adj, k, cap, rng):
             reach.data[:] = 1.0
         # a node with no neighbours reaches only itself: leave its pool empty (uniform fallback)
         isolated = np.diff(adj.indptr)[start:stop] == 0
-        reach = sp.csr_matrix(reach.multiply(~isolated[:, None].astype(bool)))
+        reach = sp.csr_matrix(sp.diags((~isolated).astype(np.float32)) @ reach)
+        reach.eliminate_zeros()
         reach.sort_indices()
         ip, ix = _cap_rows(reach.indptr.astype(np.int64), reach.indices.astype(np.int64), cap, rng)
         indptrs.append(ip[1:] + offset)
@@ -107,7 +108,8 @@ def random_walk_pools(adj, k, n_walks, cap, generator, chained=False):
         nodes = torch.arange(start, min(n, start + block), device=device)
         ends = torch.empty(nodes.numel(), n_walks, dtype=torch.long, device=device)
         origin = nodes
-        for w in range(n_walks):
+        # a graph of self-loops only has no edges: every pool stays empty (uniform)
+        for w in range(n_walks if indices.numel() else 0):
             pos = origin
             for _ in range(k):
                 deg = degree[pos]
@@ -117,6 +119,8 @@ def random_walk_pools(adj, k, n_walks, cap, generator, chained=False):
             ends[:, w] = pos
             if chained:
                 origin = pos  # the reference's bug: the next walk continues from here
+        if not indices.numel():
+            ends.copy_(nodes.unsqueeze(1).expand_as(ends))
         ends, _ = torch.sort(ends, dim=1)
         distinct = torch.ones_like(ends, dtype=torch.bool)
         distinct[:, 1:] = ends[:, 1:] != ends[:, :-1]
