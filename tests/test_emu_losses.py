@@ -45,13 +45,29 @@ def test_mutate_copies_positive_where_mask_is_true():
 
 @pytest.mark.parametrize("name", list(MODELS))
 @pytest.mark.parametrize("side", ["tail", "head"])
-def test_mutated_scores_fast_path_equals_materialised(name, side):
+@pytest.mark.parametrize("shared", [False, True], ids=["per-chunk-mask", "shared-mask"])
+def test_mutated_scores_fast_path_equals_materialised(name, side, shared):
     model = _model(name)
     q, pos, neg = _block(model, side=side)
-    mask = emu_mask(neg.shape, 0.5, torch.Generator().manual_seed(3), "cpu")
+    shape = neg.shape[1:] if shared else neg.shape
+    mask = emu_mask(shape, 0.5, torch.Generator().manual_seed(3), "cpu")
     got = mutated_scores(model, q, pos, neg, mask)
-    want = model.match(q.unsqueeze(2), mutate(pos, neg, mask))
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    full = mask.expand(neg.shape)
+    # written out by hand: candidate (C, c, N, de) = positive where masked, else negative
+    cand = torch.where(full.unsqueeze(1), pos.unsqueeze(2), neg.unsqueeze(1))
+    torch.testing.assert_close(got, model.match(q.unsqueeze(2), cand), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(mutate(pos, neg, mask), cand)
+
+
+def test_a_shared_mask_is_the_same_for_every_chunk_and_differs_between_negatives():
+    model = _model("distmult")
+    q, pos, neg = _block(model, C=2, c=1, N=2)
+    neg = neg[:1, :1].expand(2, 2, -1)                    # one negative in both slots of both chunks
+    q, pos = torch.stack([q[0], q[0]]), torch.stack([pos[0], pos[0]])
+    mask = torch.tensor([[True, False] * 3, [False, True] * 3])
+    got = mutated_scores(model, q, pos, neg, mask)
+    torch.testing.assert_close(got[0], got[1])
+    assert not torch.allclose(got[0, 0, 0], got[0, 0, 1])
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -275,3 +275,15 @@ def test_sparse_updates_touch_only_batch_rows():
 def test_sparse_with_full_table_l3_is_refused(kg):
     with pytest.raises(ValueError, match="'sparse'"):
         KGEmbedder(**FAST, sparse=True, regularizer="l3").fit(kg.train)
+
+
+@pytest.mark.parametrize("name", ["adam", "adagrad"])
+def test_dense_optimisers_use_the_fused_kernels_and_sparse_ones_do_not(name):
+    from kgestimator.models import MODELS
+    from kgestimator.training import make_optimizer
+
+    model = MODELS["distmult"](10, 2, 4)
+    assert make_optimizer(name, model, 0.01).defaults["fused"] is True
+    sparse = make_optimizer(name, model, 0.01, sparse=True)
+    inner = getattr(sparse, "optimizers", [sparse])
+    assert not any(o.defaults.get("fused") for o in inner)

