@@ -23,6 +23,11 @@ BLOCK_ELEMENTS = 1 << 26
 BYTES_PER_SCORE = 16
 #: elements per (rows, entities, d) temporary of distance models: a few MB stays in cache
 EVAL_BLOCK = 1 << 22
+#: scores per ranking sub-block. Ranking makes five passes over a block (filter,
+#: target, two comparisons, counts); a block of a few MB stays in cache, a whole
+#: (Q, n_entities) score block does not: ranking FB15k-237's test queries took
+#: 2.7 s in blocks of 64 queries and 13.8 s in blocks of 1,154 (one CPU core)
+RANK_ELEMENTS = 1 << 20
 
 
 def score_all(model, anchor, rel, side):
@@ -110,14 +115,50 @@ def rank_triples(model, triples, known, side, batch_size=None):
     """
     anchor_col, target_col = (0, 2) if side == "tail" else (2, 0)
     bs = query_batch_size(model, batch_size)
+    # large score blocks keep the product efficient (each block reads the whole
+    # entity table); ranking then goes through cache-sized sub-blocks
+    sub = max(1, RANK_ELEMENTS // max(1, model.n_entities))
     out = []
     for i in range(0, triples.shape[0], bs):
         block = triples[i:i + bs]
         anchor, rel, target = block[:, anchor_col], block[:, 1], block[:, target_col]
         scores = score_all(model, anchor, rel, side)
-        filt = known.mask(anchor, rel, side)
-        out.append(realistic_ranks(scores, target, filt)[2].cpu())
+        rows, cols = known.pairs(anchor, rel, side)
+        bounds = torch.searchsorted(rows, torch.arange(0, block.shape[0] + sub, sub, device=rows.device)).tolist()
+        for k, j in enumerate(range(0, block.shape[0], sub)):
+            lo, hi = bounds[k], bounds[k + 1]
+            ranks = filtered_realistic_ranks(scores[j:j + sub], target[j:j + sub], rows[lo:hi] - j, cols[lo:hi])
+            out.append(ranks.cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def filtered_realistic_ranks(scores, target, rows, cols):
+    """Realistic ranks (float64) of ``target`` per row, ignoring the known ``(rows, cols)``.
+
+    Same result as ``realistic_ranks(scores, target, mask)[2]`` with the mask
+    those pairs mark, in one counting pass: with the ignored candidates and the
+    target set to ``-inf``, ``sum(sign(s - s_target)) = greater - lower`` and
+    ``n_entities = greater + equal + lower``, so the realistic rank
+    ``1 + greater + equal / 2`` is ``1 + (sum + n_entities) / 2``. Rows with a
+    non-finite score take the exact path: ``sign`` maps NaN to 0, a tie, so rows
+    with any non-finite score are found first by their plain sum (NaN or inf).
+    ``scores`` is overwritten.
+    """
+    odd = ~torch.isfinite(scores.sum(1))
+    target = target.unsqueeze(1)
+    target_score = scores.gather(1, target)
+    scores[rows, cols] = -torch.inf
+    scores.scatter_(1, target, -torch.inf)
+    # float64 sums of +-1 stay exact beyond float32's 2**24
+    total = torch.sign(scores - target_score).sum(1, dtype=torch.float64)
+    ranks = 1.0 + (total + scores.shape[1]) / 2.0
+    if odd.any():
+        idx = odd.nonzero().squeeze(1)
+        scores.scatter_(1, target, target_score)
+        mask = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        mask[rows, cols] = True
+        ranks[idx] = realistic_ranks(scores[idx], target[idx, 0], mask[idx])[2]
+    return ranks
 
 
 def metrics_from_ranks(ranks, ks=(1, 3, 10)):

@@ -36,26 +36,36 @@ class KnownTriples:
         starts = torch.cumsum(counts, 0) - counts
         return uniq, starts, counts, answers
 
-    def mask(self, anchor, rel, side):
-        """Boolean ``(Q, n_entities)``: True where ``(anchor, rel, e)`` is known.
+    def pairs(self, anchor, rel, side):
+        """``(rows, cols)`` of the known answers: query ``rows[i]`` knows entity ``cols[i]``.
 
-        For ``side="head"``, ``anchor`` is the tail and the mask marks known heads.
+        ``rows`` is sorted, so the pairs of a range of queries are one slice.
+        For ``side="head"``, ``anchor`` is the tail and the pairs give known heads.
         """
         uniq, starts, counts, answers = self._index[side]
-        out = torch.zeros(anchor.shape[0], self.n_entities, dtype=torch.bool, device=anchor.device)
+        none = torch.zeros(0, dtype=torch.long, device=anchor.device)
         if uniq.numel() == 0:
-            return out
+            return none, none
         keys = anchor * self.n_relations + rel
         pos = torch.searchsorted(uniq, keys).clamp(max=uniq.numel() - 1)
         found = uniq[pos] == keys
         lengths = torch.where(found, counts[pos], torch.zeros_like(pos))
         total = int(lengths.sum())
         if total == 0:
-            return out
+            return none, none
         rows = torch.repeat_interleave(torch.arange(anchor.shape[0], device=anchor.device), lengths)
         offsets = torch.arange(total, device=anchor.device) - torch.repeat_interleave(
             torch.cumsum(lengths, 0) - lengths, lengths)
         cols = answers[torch.repeat_interleave(starts[pos], lengths) + offsets]
+        return rows, cols
+
+    def mask(self, anchor, rel, side):
+        """Boolean ``(Q, n_entities)``: True where ``(anchor, rel, e)`` is known.
+
+        For ``side="head"``, ``anchor`` is the tail and the mask marks known heads.
+        """
+        out = torch.zeros(anchor.shape[0], self.n_entities, dtype=torch.bool, device=anchor.device)
+        rows, cols = self.pairs(anchor, rel, side)
         out[rows, cols] = True
         return out
 

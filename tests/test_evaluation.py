@@ -91,3 +91,26 @@ def test_nan_candidates_never_outrank():
     scores = torch.tensor([[0.5, math.nan, 0.2, 0.9]])
     opt, pess, _ = realistic_ranks(scores, torch.tensor([0]), torch.zeros(1, 4, dtype=torch.bool))
     assert (opt.item(), pess.item()) == (2, 2)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_pass_ranks_equal_the_counting_ranks(seed, dtype):
+    from kgestimator.evaluation import filtered_realistic_ranks
+
+    g = torch.Generator().manual_seed(seed)
+    Q, n = 9, 13
+    # few distinct values, so ties are common; then the special values
+    scores = torch.randint(4, (Q, n), generator=g).to(dtype)
+    specials = torch.tensor([math.nan, math.inf, -math.inf], dtype=dtype)
+    where = torch.rand(Q, n, generator=g) < 0.15
+    scores[where] = specials[torch.randint(3, (int(where.sum()),), generator=g)]
+    target = torch.randint(n, (Q,), generator=g)
+    rows = torch.randint(Q, (20,), generator=g).sort().values   # duplicates and the target itself included
+    cols = torch.randint(n, (20,), generator=g)
+    mask = torch.zeros(Q, n, dtype=torch.bool)
+    mask[rows, cols] = True
+    want = realistic_ranks(scores.clone(), target, mask)[2]
+    got = filtered_realistic_ranks(scores.clone(), target, rows, cols)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want)
