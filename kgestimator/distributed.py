@@ -143,6 +143,9 @@ def broadcast_parameters(module):
     this makes it true whatever the initialisation did)."""
     for tensor in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(tensor.data, 0)
+    # the ranks leave here together: a rank still loading data would otherwise be counted in
+    # the others' first step (and in their throughput)
+    dist.barrier()
 
 
 class GradientAverager:
