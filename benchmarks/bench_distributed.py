@@ -2,6 +2,7 @@
 
     python benchmarks/bench_distributed.py grid                 # 16 settings on nations: sequential vs LocalCluster
     python benchmarks/bench_distributed.py throughput           # FB15k-237: 1 vs 2 gloo processes
+    python benchmarks/bench_distributed.py throughput --sparse  # the same, exchanging touched rows only
     python benchmarks/bench_distributed.py grid --quick         # tiny configurations: checks the script works
     python benchmarks/bench_distributed.py throughput --quick
 
@@ -20,7 +21,7 @@ gloo on loopback, torch threads per process). Reports each rank's training throu
 (positive triples per second, from the training loop's own timing: set-up and
 evaluation excluded) and the total. Each layout runs in fresh processes.
 
-Writes ``benchmarks/results/distributed_<mode>[_quick].json``.
+Writes ``benchmarks/results/distributed_<mode>[_sparse][_quick].json``.
 """
 
 import argparse
@@ -115,8 +116,8 @@ def _rank(rank, world, port, threads, args, out):
     data = load_dataset(args.dataset)
     train = data.train[:args.max_triples] if args.max_triples else data.train
     est = KGEmbedder(model=args.model, dim=args.dim, n_negatives=args.n_negatives, batch_size=args.batch_size,
-                     max_steps=args.steps, device="cpu", random_state=0, n_threads=threads,
-                     distributed=True)
+                     max_steps=args.steps, sparse=args.sparse, device="cpu", random_state=0,
+                     n_threads=threads, distributed=True)
     t0 = time.perf_counter()
     est.fit(train)
     fit_s = time.perf_counter() - t0
@@ -131,6 +132,7 @@ def run_throughput(args):
 
     layouts = [tuple(int(v) for v in layout.split("x")) for layout in args.layouts.split(",")]
     print(f"# throughput: {args.model} d={args.dim} N={args.n_negatives} global batch {args.batch_size}, "
+          f"sparse={args.sparse}, "
           f"{args.steps} steps on {args.dataset}, gloo on loopback; layouts (ranks x threads): "
           f"{', '.join(f'{r}x{t}' for r, t in layouts)}; {os.cpu_count()} CPU(s)", flush=True)
     rows = []
@@ -174,6 +176,9 @@ def main():
                    help="comma-separated RANKSxTHREADS (default: 1x{cores},2x{cores/2},1x1: the same cores "
                         "in one or two processes, and one core alone)")
     t.add_argument("--max-triples", type=int, default=None, help="train on the first N triples only")
+    t.add_argument("--sparse", action="store_true",
+                   help="row-wise updates: the ranks exchange only the embedding rows a step touched, "
+                        "instead of the whole entity table's gradient")
     args = p.parse_args()
     if args.dataset is None:
         args.dataset = "nations" if args.mode == "grid" else "FB15k-237"
@@ -184,7 +189,8 @@ def main():
         if args.mode == "throughput":
             args.max_triples = args.max_triples or 20_000
     result = run_grid(args) if args.mode == "grid" else run_throughput(args)
-    name = f"distributed_{args.mode}{'_quick' if args.quick else ''}.json"
+    sparse = "_sparse" if args.mode == "throughput" and args.sparse else ""
+    name = f"distributed_{args.mode}{sparse}{'_quick' if args.quick else ''}.json"
     write_json(os.path.join(RESULTS, name), {"config": vars(args), "machine": machine(), "results": result})
 
 
