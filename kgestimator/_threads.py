@@ -72,6 +72,9 @@ def torch_threads(n_threads):
     if n_threads is None:
         yield
         return
+    # torch's setting is per process: in a threaded Dask worker (processes=False) fits that
+    # overlap share it, and one that ends first restores its caller's value under the other;
+    # worker processes with one thread each (Dask's default with a nanny) never overlap
     previous = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
