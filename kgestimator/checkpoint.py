@@ -23,7 +23,7 @@ FORMAT_VERSION = 1
 FILENAME = "checkpoint.pt"
 _TMP_PREFIX = ".checkpoint-"
 #: parameters that change neither the numbers nor the order of training
-IGNORED_PARAMS = ("verbose", "checkpoint_dir", "checkpoint_every", "device")
+IGNORED_PARAMS = ("verbose", "checkpoint_dir", "checkpoint_every", "device", "n_threads", "distributed")
 
 
 def fingerprint(params, device, arrays):

@@ -168,6 +168,19 @@ def _threads(text):
     return text if text == "auto" else _thread_count(text)
 
 
+@contextlib.contextmanager
+def _process_group(est):
+    """Under ``--distributed``, leave the process group that ``fit`` joined when the command ends."""
+    try:
+        yield
+    finally:
+        if est.distributed:
+            import torch.distributed as dist
+
+            if dist.is_available() and dist.is_initialized():
+                dist.destroy_process_group()
+
+
 # ---------------------------------------------------------------------- files
 def _read_triples(args, path):
     from .data import load_triples
@@ -354,16 +367,23 @@ def _train(args, out):
     threads = args.threads
     if threads == "auto":
         threads = 1 if len(splits["train"]) < ONE_THREAD_BELOW else None
-    with _torch_session(args, est.device, threads), _log_to_stderr(not args.quiet):
+    with _torch_session(args, est.device, threads), _log_to_stderr(not args.quiet), _process_group(est):
         t0 = time.perf_counter()
         est.fit(splits["train"], valid=splits.get("valid"))
         seconds = time.perf_counter() - t0
+        if est.distributed_ is not None and est.distributed_["rank"] != 0:
+            return 0  # under torchrun, rank 0 evaluates, writes the model and reports
         est.save(output)
         metrics = {split: _evaluate_quietly(est, splits[split]) for split in ("valid", "test")
                    if split in splits}
     what = est.model + ("" if est.emu is False else " + EMU" if est.emu is True else f" + emu={est.emu}")
     print(f"trained {what} on {len(splits['train'])} triples ({len(est.entities_)} entities, "
           f"{len(est.relations_)} relations): {est.n_iter_} epochs in {seconds:.1f} s", file=out)
+    if est.distributed_ is not None:
+        report = est.distributed_
+        print(f"data-parallel on {report['world_size']} ranks ({report['backend']}): "
+              + ", ".join(f"rank {r} {v:,.0f}" for r, v in enumerate(report["triples_per_second"]))
+              + f" triples/s; {report['total_triples_per_second']:,.0f} in all", file=out)
     if metrics:
         print("filtered metrics, both directions, realistic ranks:", file=out)
         _write(_metrics_columns(metrics), "table", out)

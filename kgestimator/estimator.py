@@ -10,6 +10,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
+from . import distributed as kgdist
 from ._progress import epoch_progress, logger
 from ._utils import make_generator, resolve_device, to_numpy
 from .checkpoint import Checkpointer, fingerprint
@@ -20,6 +21,7 @@ from .models import MODELS
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
 from .samplers import make_sampler
+from ._threads import fit_threads, torch_threads
 from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted, train
 
 #: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
@@ -178,6 +180,26 @@ class KGEmbedder(BaseEstimator):
         Optimiser steps between checkpoints (None: at the end of every epoch);
         a crash loses at most this much work. A checkpoint is also written at
         the end of training.
+    n_threads : int or None, default=None
+        CPU threads torch uses during ``fit`` (the caller's setting is restored
+        afterwards). None leaves torch's setting alone, except inside a Dask
+        worker, where the fit takes the worker's share of the host: the
+        ``OMP_NUM_THREADS`` the cluster sets in its workers (1 by default, see
+        Dask's ``distributed.nanny.pre-spawn-environ``), else the host's cores
+        divided by the worker's threads; so several fits on one machine do not
+        oversubscribe it. Values above the number of cores are clipped to it.
+    distributed : bool, default=False
+        Train data-parallel with ``torch.distributed`` in a script launched by
+        ``torchrun`` (or after ``init_process_group``; otherwise the process
+        group is initialised from ``torchrun``'s environment, gloo on CPU and
+        NCCL on CUDA, where each rank takes ``cuda:LOCAL_RANK``). Every rank
+        needs the same data and parameters: each trains on its shard of ``X``
+        with its own negatives, gradients are averaged over the ranks, and the
+        ranks end with identical weights. ``batch_size`` stays the global batch
+        (each rank takes its share), so an epoch has as many steps as in one
+        process. Rank 0 computes the validation MRR; ``distributed_`` and
+        ``history_`` report each rank's throughput. Not available with
+        ``checkpoint_dir``.
 
     Attributes
     ----------
@@ -194,6 +216,14 @@ class KGEmbedder(BaseEstimator):
     emu_params_ : dict
         The resolved ``alpha``, ``mutation_ratio`` and ``beta``.
     device_ : torch.device
+    n_threads_ : int
+        torch's CPU threads during ``fit`` (see ``n_threads``).
+    distributed_ : dict or None
+        With ``distributed=True``: ``rank``, ``world_size``, ``backend``,
+        ``batch_size_per_rank``, ``triples_per_second`` (each rank's training
+        throughput in positives per second over the whole fit) and
+        ``total_triples_per_second``; each ``history_`` record then also holds
+        ``triples_per_second``, per rank. None otherwise.
 
     Notes
     -----
@@ -225,7 +255,7 @@ class KGEmbedder(BaseEstimator):
                  learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
                  compile=False, sparse=False, device="auto", random_state=None, verbose=0,
-                 checkpoint_dir=None, checkpoint_every=None):
+                 checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False):
         self.model = model
         self.dim = dim
         self.gamma = gamma
@@ -259,6 +289,8 @@ class KGEmbedder(BaseEstimator):
         self.verbose = verbose
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = checkpoint_every
+        self.n_threads = n_threads
+        self.distributed = distributed
 
     # ------------------------------------------------------------------ validation
     def _resolve_emu(self):
@@ -311,6 +343,12 @@ class KGEmbedder(BaseEstimator):
             if self.checkpoint_dir is None:
                 raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
                                  "set checkpoint_dir or leave checkpoint_every at None.")
+        if self.n_threads is not None:
+            _check_number("n_threads", self.n_threads, 1, integer=True)
+        _check_choice("distributed", self.distributed, (True, False))
+        if self.distributed and self.checkpoint_dir is not None:
+            raise ValueError("The 'distributed' parameter cannot be True with checkpoint_dir: each rank's "
+                             "random state would have to be checkpointed; leave checkpoint_dir at None.")
         return self._resolve_emu()
 
     def _config(self, emu_params, n_train):
@@ -354,8 +392,25 @@ class KGEmbedder(BaseEstimator):
         self : KGEmbedder
         """
         emu_params = self._validate_params()
+        try:
+            with torch_threads(fit_threads(self.n_threads)):
+                return self._fit(X, valid, emu_params)
+        finally:
+            if torch.cuda.is_available() and torch.cuda.is_initialized():
+                # hand the training's cached blocks (activations, optimiser state) back, so the
+                # next fit on this GPU, or another process sharing it, can use them
+                torch.cuda.empty_cache()
+
+    def _fit(self, X, valid, emu_params):
         labels = kgdata.check_triples(X, name="X")
         device = resolve_device(self.device)
+        ctx, random_state = None, self.random_state
+        if self.distributed:
+            device = kgdist.local_device(device)
+            ctx = kgdist.init(device)
+            random_state = kgdist.shared_seed(self.random_state, ctx, device)
+        main = ctx is None or ctx.is_main
+        n_threads = torch.get_num_threads()
         cfg = self._config(emu_params, labels.shape[0])
         valid_labels = None
         if self.early_stopping and valid is None:
@@ -363,7 +418,7 @@ class KGEmbedder(BaseEstimator):
 
             try:
                 labels, valid_labels = train_test_split_triples(
-                    labels, test_size=self.validation_fraction, random_state=self.random_state)
+                    labels, test_size=self.validation_fraction, random_state=random_state)
             except ValueError as exc:
                 raise ValueError(
                     f"early_stopping holds out validation_fraction={self.validation_fraction} of X's "
@@ -391,12 +446,19 @@ class KGEmbedder(BaseEstimator):
 
         # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
         del labels, valid_labels
-        gen, seed = make_generator(self.random_state, device)
+        gen, seed = make_generator(random_state, device)
         init_gen = torch.Generator().manual_seed(seed)
         model = MODELS[self.model](len(entities), len(relations), self.dim, float(self.gamma),
                                    generator=init_gen).to(device)
         sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations), generator=gen)
         known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
+        sync, fit_ids = None, train_ids
+        if ctx is not None:
+            kgdist.broadcast_parameters(model)
+            gen.manual_seed(kgdist.rank_seed(seed, ctx.rank))  # own shuffles and negatives per rank
+            fit_ids = kgdist.shard(train_ids, ctx, seed)
+            cfg.batch_size = -(-cfg.batch_size // ctx.world_size)
+            sync = kgdist.GradientAverager(ctx, device)
 
         checkpoint = None
         if self.checkpoint_dir is not None:
@@ -411,6 +473,9 @@ class KGEmbedder(BaseEstimator):
 
             def validate():
                 return evaluate_ranks(model, valid_ids, known_valid)["mrr"]
+
+            if ctx is not None:
+                validate = kgdist.main_validates(validate, ctx, device)
         elif self.early_stopping:
             warnings.warn("early_stopping is on but no validation triple has its entities and relation in "
                           "the training triples; training runs every epoch without early stopping.",
@@ -424,14 +489,19 @@ class KGEmbedder(BaseEstimator):
             self.emu_params_ = emu_params
             self._known_ids = known_ids
             self.n_iter_ = len(history)
+            self.n_threads_ = n_threads
+            self.distributed_ = None
 
         desc = f"{self.model}{'+EMU' if self.emu else ''}"
-        logger.info("fit %s: %d triples, %d entities, %d relations, device %s", desc,
-                    train_ids.shape[0], len(entities), len(relations), device)
+        if main:
+            logger.info("fit %s: %d triples, %d entities, %d relations, device %s%s", desc,
+                        train_ids.shape[0], len(entities), len(relations), device,
+                        "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
         try:
-            with epoch_progress(desc, self.verbose, None if self.max_steps else self.n_epochs) as progress:
-                history = train(model, train_ids, sampler, cfg, gen, validate=validate, progress=progress,
-                                checkpoint=checkpoint)
+            with epoch_progress(desc, self.verbose if main else 0,
+                                None if self.max_steps else self.n_epochs) as progress:
+                history = train(model, fit_ids, sampler, cfg, gen, validate=validate,
+                                progress=progress if main else None, checkpoint=checkpoint, sync=sync)
         except TrainingInterrupted as stop:
             set_fitted(stop.history)
             warnings.warn(str(stop), UserWarning, stacklevel=2)
@@ -441,6 +511,9 @@ class KGEmbedder(BaseEstimator):
                 set_fitted(err.history)
             raise
         set_fitted(history)
+        if ctx is not None:
+            batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
+            self.distributed_ = _report_throughput(history, ctx, batch, device)
         return self
 
     # ------------------------------------------------------------------ inference
@@ -622,8 +695,10 @@ class KGEmbedder(BaseEstimator):
     def __getstate__(self):
         state = self.__dict__.copy()
         if "model_" in state:
-            # tensors travel on the CPU so a pickle loads on a machine without CUDA
+            # tensors travel on the CPU so a pickle loads on a machine without CUDA (a Dask
+            # worker's result reaches a client that may have none)
             state["model_"] = copy_to_cpu(state["model_"])
+            state["sampler_"] = copy_to_cpu(state["sampler_"])
             state["_known_ids"] = state["_known_ids"].cpu()
             state["device_"] = torch.device("cpu")
         return state
@@ -723,7 +798,35 @@ def topk_columns(query_labels, labels, scores, known, direction, exclude_known):
     return columns
 
 
-def copy_to_cpu(module):
-    import copy
+def _report_throughput(history, ctx, batch_size, device):
+    """Gather every rank's throughput into ``history`` and a summary (``distributed_``); log it on rank 0."""
+    per_epoch = kgdist.throughput(history, batch_size)
+    steps, seconds = history[-1]["step"] if history else 0, sum(r["seconds"] for r in history)
+    overall = steps * batch_size / seconds if seconds > 0 else 0.0
+    ranks = kgdist.gather_floats([overall] + per_epoch, ctx, device)
+    for i, record in enumerate(history):
+        record["triples_per_second"] = [r[1 + i] for r in ranks]
+    report = {"rank": ctx.rank, "world_size": ctx.world_size, "backend": ctx.backend,
+              "batch_size_per_rank": batch_size, "triples_per_second": [r[0] for r in ranks],
+              "total_triples_per_second": sum(r[0] for r in ranks)}
+    if ctx.is_main:
+        logger.info("data-parallel fit on %d ranks (%s): %s triples/s per rank, %.0f in all",
+                    ctx.world_size, ctx.backend, ", ".join(f"{r:.0f}" for r in report["triples_per_second"]),
+                    report["total_triples_per_second"])
+    return report
 
-    return copy.deepcopy(module).cpu()
+
+def copy_to_cpu(obj):
+    """A copy of a module, or of any object holding tensors (samplers: caches, networks,
+    optimisers), with every tensor on the CPU."""
+    import copy
+    import io
+
+    if isinstance(obj, torch.nn.Module):
+        return copy.deepcopy(obj).cpu()
+    # torch's own serialiser reaches tensors anywhere inside the object (optimiser state
+    # included) and map_location moves them; the bytes are our own, never a file
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, map_location="cpu", weights_only=False)

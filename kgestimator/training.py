@@ -441,7 +441,7 @@ def _interrupted(run, model, cfg, checkpoint, total_steps):
         run.history)
 
 
-def train(model, triples, sampler, cfg, generator, validate=None, progress=None, checkpoint=None):
+def train(model, triples, sampler, cfg, generator, validate=None, progress=None, checkpoint=None, sync=None):
     """Train ``model`` in place on encoded ``triples`` (LongTensor on the device).
 
     Parameters
@@ -460,6 +460,10 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
         ``state_dict()`` when it has one, and the run's position (epoch order,
         step, running loss, history, early-stopping state), so that a resumed
         run takes exactly the steps the uninterrupted run would have taken.
+    sync : callable, optional
+        ``sync(model, loss) -> loss`` after each backward pass: data-parallel
+        training averages the gradients and the loss over the ranks there
+        (:class:`kgestimator.distributed.GradientAverager`).
 
     Returns
     -------
@@ -518,11 +522,18 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
                 i = run.pos
                 idx = run.perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=triples.device) % n]
                 loss = step_loss(model, pairwise, sampler, cfg, triples[idx], run.step, generator)
-                if not torch.isfinite(loss):
+                if sync is None and not torch.isfinite(loss):
                     raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, step "
                                       f"{run.step + 1}", run, model, cfg, checkpoint)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if sync is not None:
+                    # every rank must see the same loss to stop at the same step, hence the
+                    # check after the exchange (still before the step: the weights stay finite)
+                    loss = sync(model, loss)
+                    if not torch.isfinite(loss):
+                        raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, "
+                                          f"step {run.step + 1}", run, model, cfg, checkpoint)
                 optimizer.step()
                 run.loss_sum += loss.detach()
                 run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
