@@ -356,8 +356,14 @@ class KGEmbedder(BaseEstimator):
         return params
 
     def _check_path_model(self):
-        sampler = self.sampler if isinstance(self.sampler, str) else type(self.sampler).__name__
-        if sampler not in ("uniform", "bernoulli", "UniformSampler", "BernoulliSampler"):
+        from .samplers import UniformSampler
+
+        # Bernoulli subclasses Uniform: both only choose the corrupted side here
+        if isinstance(self.sampler, str):
+            ok, sampler = self.sampler in ("uniform", "bernoulli"), self.sampler
+        else:
+            ok, sampler = isinstance(self.sampler, UniformSampler), type(self.sampler).__name__
+        if not ok:
             raise ValueError(f"model='nbfnet' does not support sampler={sampler!r}: NBFNet draws strict uniform "
                              "negatives from its propagated node representations; use sampler='uniform' or "
                              "'bernoulli' (which only choose the corrupted side).")
