@@ -1,5 +1,6 @@
 """``KGEmbedder``: the scikit-learn estimator. Parameters, validation and glue; no maths."""
 
+import json
 import numbers
 import os
 import warnings
@@ -17,7 +18,7 @@ from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .memory import check_training_fits
-from .models import MODELS
+from .models import MODELS, is_path_based, make_model, model_param_names
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
 from .samplers import make_sampler
@@ -34,6 +35,8 @@ EMU_DEFAULTS = {
     "rotate": (0.11, 0.39, 0.53),
     "transe": (0.11, 0.39, 0.53),
     "hake": (0.10, 0.128, 0.964),
+    # Table 15 (NBFNet + EMU): read with the same convention as Table 5
+    "nbfnet": (1.0, 0.94, 0.25),
 }
 
 #: loss name -> one line for ``kgestimator list``
@@ -42,6 +45,8 @@ LOSSES = {
     "logistic": "negative-sampling logistic loss, negatives averaged",
     "self_adversarial": "logistic loss with negatives weighted by softmax(adversarial_temperature * "
                         "score) (RotatE)",
+    "bce": "binary cross-entropy, negatives weighted by softmax(adversarial_temperature * score) "
+           "(NBFNet's loss)",
 }
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
@@ -77,13 +82,22 @@ class KGEmbedder(BaseEstimator):
 
     Parameters
     ----------
-    model : {'distmult', 'complex', 'transe', 'rotate', 'hake'}, default='distmult'
-        Scoring function.
+    model : {'distmult', 'complex', 'transe', 'rotate', 'hake', 'nbfnet'}, default='distmult'
+        Scoring function. ``'nbfnet'`` is the path-based Neural Bellman-Ford
+        network: message passing over the training triples, no entity table
+        (see ``kgestimator.models.nbfnet.REFERENCE_PARAMS`` for the reference settings).
     dim : int, default=100
-        Embedding dimension (complex dimensions for ComplEx, RotatE and HAKE).
+        Embedding dimension (complex dimensions for ComplEx, RotatE and HAKE; the
+        width of every layer for NBFNet, 32 in the reference).
     gamma : float, default=24.0
         Margin of distance models; sets the initialisation range
-        ``(gamma + 2) / dim`` of every model.
+        ``(gamma + 2) / dim`` of every embedding model (NBFNet ignores it).
+    model_params : dict, str or None, default=None
+        Keyword arguments of the model itself, as a dict or a JSON object
+        string: for NBFNet ``n_layers`` (6), ``aggregate`` ('pna' or 'sum'),
+        ``message`` ('distmult' or 'transe'), ``dependent`` (False),
+        ``layer_norm`` (True), ``short_cut`` (True), ``remove_one_hop`` (False)
+        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``.
     sampler : str or sampler object, default='uniform'
         ``'uniform'`` (alternating head/tail corruption), ``'bernoulli'``,
         ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
@@ -116,11 +130,14 @@ class KGEmbedder(BaseEstimator):
     emu_resample : bool, default=True
         Draw a second, independent set of negatives for the EMU term, as the
         reference code does for uniform negatives.
-    loss : {'ce', 'logistic', 'self_adversarial'}, default='ce'
+    loss : {'ce', 'logistic', 'self_adversarial', 'bce'}, default='ce'
         Softmax cross-entropy over ``[positive, negatives]`` (the EMU code path),
-        the negative-sampling logistic loss, or its self-adversarial variant (RotatE).
+        the negative-sampling logistic loss, its self-adversarial variant (RotatE),
+        or NBFNet's binary cross-entropy with self-adversarial weights. With
+        ``'bce'`` the EMU term is BCE with ULS targets too.
     adversarial_temperature : float, default=1.0
-        ``alpha`` of the self-adversarial weights ``softmax(alpha * s_neg)``.
+        ``alpha`` of the self-adversarial weights ``softmax(alpha * s_neg)``
+        (``'self_adversarial'`` and ``'bce'``; NBFNet's temperature ``T`` is ``1 / alpha``).
     regularizer : {None, 'n3', 'l3'}, default=None
         N3 over the batch's factors (Lacroix et al. 2018) or L3 over the full tables.
     reg_weight : float, default=0.0
@@ -248,7 +265,7 @@ class KGEmbedder(BaseEstimator):
     (2, 3)
     """
 
-    def __init__(self, model="distmult", dim=100, gamma=24.0, sampler="uniform", n_negatives=256,
+    def __init__(self, model="distmult", dim=100, gamma=24.0, model_params=None, sampler="uniform", n_negatives=256,
                  neg_chunk_size=100, emu=False, alpha="auto", mutation_ratio="auto", uls=True,
                  beta="auto", emu_normalize=True, emu_resample=True, loss="ce",
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
@@ -259,6 +276,7 @@ class KGEmbedder(BaseEstimator):
         self.model = model
         self.dim = dim
         self.gamma = gamma
+        self.model_params = model_params
         self.sampler = sampler
         self.n_negatives = n_negatives
         self.neg_chunk_size = neg_chunk_size
@@ -349,10 +367,56 @@ class KGEmbedder(BaseEstimator):
         if self.distributed and self.checkpoint_dir is not None:
             raise ValueError("The 'distributed' parameter cannot be True with checkpoint_dir: each rank's "
                              "random state would have to be checkpointed; leave checkpoint_dir at None.")
+        self._check_model_params()
         return self._resolve_emu()
+
+    def _check_model_params(self):
+        """``model_params`` as a dict with keys the model takes; NBFNet's unsupported combinations."""
+        params = self.model_params
+        if isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except ValueError as exc:
+                raise ValueError(f"The 'model_params' parameter must be a dict or a JSON object; "
+                                 f"{self.model_params!r} is not valid JSON ({exc}).") from None
+        if params is None:
+            params = {}
+        if not isinstance(params, dict):
+            raise ValueError(f"The 'model_params' parameter must be None, a dict or a JSON object string; "
+                             f"got {self.model_params!r}.")
+        accepted = model_param_names(self.model)
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={self.model!r} "
+                             f"does not take; it takes {accepted if accepted else 'none'}.")
+        if is_path_based(MODELS[self.model]):
+            self._check_path_model()
+        return params
+
+    def _check_path_model(self):
+        from .samplers import UniformSampler
+
+        # Bernoulli subclasses Uniform: both only choose the corrupted side here
+        if isinstance(self.sampler, str):
+            ok, sampler = self.sampler in ("uniform", "bernoulli"), self.sampler
+        else:
+            ok, sampler = isinstance(self.sampler, UniformSampler), type(self.sampler).__name__
+        if not ok:
+            raise ValueError(f"model='nbfnet' does not support sampler={sampler!r}: NBFNet draws strict uniform "
+                             "negatives from its propagated node representations; use sampler='uniform' or "
+                             "'bernoulli' (which only choose the corrupted side).")
+        for name, bad, why in (("sparse", self.sparse is True, "it has no embedding tables"),
+                               ("regularizer", self.regularizer is not None, "N3/L3 penalise embedding tables"),
+                               ("compile", self.compile is True, "only RotatE/HAKE scoring is compiled"),
+                               ("distributed", self.distributed is True,
+                                "its strict negatives need every training triple on every rank")):
+            if bad:
+                raise ValueError(f"The {name!r} parameter is not supported with model='nbfnet' "
+                                 f"({name}={getattr(self, name)!r}): {why}.")
 
     def _config(self, emu_params, n_train):
         compile_ = self.compile if self.compile != "auto" else n_train >= COMPILE_MIN_TRIPLES
+        compile_ = compile_ and not is_path_based(MODELS[self.model])
         return TrainConfig(
             compile=bool(compile_), sparse=bool(self.sparse),
             n_negatives=self.n_negatives, batch_size=self.batch_size, neg_chunk=self.neg_chunk_size,
@@ -448,8 +512,12 @@ class KGEmbedder(BaseEstimator):
         del labels, valid_labels
         gen, seed = make_generator(random_state, device)
         init_gen = torch.Generator().manual_seed(seed)
-        model = MODELS[self.model](len(entities), len(relations), self.dim, float(self.gamma),
-                                   generator=init_gen).to(device)
+        model = make_model(self.model, len(entities), len(relations), self.dim, float(self.gamma),
+                           self._check_model_params(), generator=init_gen)
+        if is_path_based(model):
+            # the fact graph NBFNet propagates over: the training triples only
+            model.set_graph(train_ids.cpu())
+        model = model.to(device)
         sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations), generator=gen)
         known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
         sync, fit_ids = None, train_ids
@@ -538,6 +606,15 @@ class KGEmbedder(BaseEstimator):
         ids = self._encode_strict(X, 3)
         m = self.model_
         out = []
+        if is_path_based(m):
+            # one propagation per (head, relation) query scores its tail
+            m.eval()
+            bs = query_batch_size(m)
+            with torch.no_grad():
+                for i in range(0, ids.shape[0], bs):
+                    b = ids[i:i + bs]
+                    out.append(score_all(m, b[:, 0], b[:, 1], "tail").gather(1, b[:, 2:3]).squeeze(1))
+            return to_numpy(torch.cat(out)).astype(np.float64) if out else np.zeros(0)
         with torch.no_grad():
             for i in range(0, ids.shape[0], 65536):
                 b = ids[i:i + 65536]

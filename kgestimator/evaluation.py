@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from . import memory
-from .models import EmbeddingModel
+from .models import EmbeddingModel, is_path_based
 
 #: elements per (Q, n_entities) score block: bounds evaluation memory (~256 MB of fp32)
 BLOCK_ELEMENTS = 1 << 26
@@ -34,8 +34,11 @@ def score_all(model, anchor, rel, side):
     """Scores ``(Q, n_entities)`` of every entity as the missing ``side``.
 
     Bilinear models take one matrix product. Distance models score
-    ``(rows, entities, d)`` blocks of about ``EVAL_BLOCK`` elements.
+    ``(rows, entities, d)`` blocks of about ``EVAL_BLOCK`` elements. Path-based
+    models (NBFNet) score all entities of a query with one propagation.
     """
+    if is_path_based(model):
+        return model.score_all(anchor, rel, side)
     ent = model.entity
     q = model.query(model.entities(anchor), model.relations(rel), side)
     if model.bilinear:
@@ -66,9 +69,14 @@ def query_batch_size(model, requested=None):
         return int(requested)
     n = max(1, model.n_entities)
     rows = min(4096, BLOCK_ELEMENTS // (4 * n))
-    free = memory.available_bytes(model.entity.device)
+    per_query = BYTES_PER_SCORE * n
+    if is_path_based(model):
+        # a propagation holds (E, Q, d) messages: far more than the scores
+        per_query += 4 * model.elements_per_query()
+        rows = min(rows, max(1, BLOCK_ELEMENTS // model.elements_per_query()))
+    free = memory.available_bytes(next(model.parameters()).device)
     if free is not None:
-        rows = min(rows, free // 4 // (BYTES_PER_SCORE * n))
+        rows = min(rows, free // 4 // per_query)
     return int(max(1, rows))
 
 

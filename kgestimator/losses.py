@@ -36,7 +36,23 @@ def logistic_loss(logits, adversarial_temperature=None):
     return 0.5 * (-F.logsigmoid(pos).mean() + neg_term.mean())
 
 
-def emu_combined_loss(vanilla, emu_logits, *, alpha, beta, n_negatives, normalize=True):
+def binary_cross_entropy(logits, adversarial_temperature=0.0, neg_label=0.0):
+    """NBFNet's binary cross-entropy with self-adversarial weights (torchdrug criterion ``bce``).
+
+    Targets ``y_0 = 1``, ``y_k = neg_label``; weights ``w_0 = 1`` and
+    ``w_k = softmax_k(adversarial_temperature * s_k)`` as constants (uniform
+    ``1 / N`` at temperature 0); row loss ``sum_k w_k l_k / sum_k w_k``, then the
+    mean over rows. NBFNet's temperature ``T`` divides: ``adversarial_temperature = 1 / T``.
+    """
+    target = torch.full_like(logits, float(neg_label))
+    target[:, 0] = 1.0
+    per = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    neg_w = torch.softmax(adversarial_temperature * logits[:, 1:].detach(), dim=-1)
+    weights = torch.cat([torch.ones_like(logits[:, :1]), neg_w], -1)
+    return ((per * weights).sum(-1) / weights.sum(-1)).mean()
+
+
+def emu_combined_loss(vanilla, emu_logits, *, alpha, beta, n_negatives, normalize=True, bce_temperature=None):
     """EMU paper Eq. 12: ``L_emu(ULS) / N? + alpha * L_vanilla``.
 
     Parameters
@@ -48,7 +64,14 @@ def emu_combined_loss(vanilla, emu_logits, *, alpha, beta, n_negatives, normaliz
     normalize : bool
         Divide the EMU term by ``n_negatives`` as the reference code does
         (not written in Eq. 12; without it the effective ``alpha`` shifts by ~N).
+        Only for the cross-entropy term.
+    bce_temperature : float, optional
+        When given, the EMU term is :func:`binary_cross_entropy` with ULS targets
+        at this temperature (NBFNet + EMU, paper App. O). That term is already a
+        weighted mean over the negatives, so it is never divided by ``n_negatives``.
     """
+    if bce_temperature is not None:
+        return binary_cross_entropy(emu_logits, bce_temperature, beta) + alpha * vanilla
     emu = soft_cross_entropy(emu_logits, beta)
     if normalize:
         emu = emu / n_negatives

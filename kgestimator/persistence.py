@@ -205,7 +205,7 @@ def load(path, device="cpu"):
 def _rebuild(meta, state, device):
     from ._utils import resolve_device
     from .estimator import KGEmbedder
-    from .models import MODELS
+    from .models import make_model
     from .samplers import SAMPLERS, make_sampler
 
     params = dict(meta["params"])
@@ -220,7 +220,8 @@ def _rebuild(meta, state, device):
     est.relations_ = _labels_from_json(meta["relations"], "relations")
     n_ent, n_rel = len(est.entities_), len(est.relations_)
     est.device_ = resolve_device(device)
-    model = MODELS[params["model"]](n_ent, n_rel, params["dim"], float(params["gamma"]))
+    model = make_model(params["model"], n_ent, n_rel, params["dim"], float(params["gamma"]),
+                       est._check_model_params())
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     known = state["known_ids"]
     if not (torch.is_tensor(known) and known.dtype == torch.long and known.ndim == 2 and known.shape[1] == 3):

@@ -24,7 +24,8 @@ import torch
 
 from . import losses
 from .checkpoint import to_device
-from .models import EmbeddingModel
+from .filtering import KnownTriples
+from .models import EmbeddingModel, is_path_based
 from .mutation import emu_mask, mixup_scores, mixup_weights, mutated_scores
 
 
@@ -193,6 +194,8 @@ def make_optimizer(name, model, lr, sparse=False, adam=False):
 def _vanilla_loss(cfg, logits):
     if cfg.loss == "ce":
         return losses.soft_cross_entropy(logits)
+    if cfg.loss == "bce":
+        return losses.binary_cross_entropy(logits, cfg.adversarial_temperature)
     temperature = cfg.adversarial_temperature if cfg.loss == "self_adversarial" else None
     return losses.logistic_loss(logits, temperature)
 
@@ -321,6 +324,14 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator):
     return logits, emu_logits, factors
 
 
+def emu_loss(cfg, vanilla, emu_logits):
+    """The combined EMU loss (Eq. 12); its EMU term is BCE when the vanilla loss is."""
+    beta = cfg.beta if cfg.uls else 0.0
+    return losses.emu_combined_loss(vanilla, emu_logits, alpha=cfg.alpha, beta=beta, n_negatives=cfg.n_negatives,
+                                    normalize=cfg.emu_normalize,
+                                    bce_temperature=cfg.adversarial_temperature if cfg.loss == "bce" else None)
+
+
 def step_loss(model, pairwise, sampler, cfg, batch, step, generator):
     """The scalar training loss of one batch of positives ``(B, 3)``."""
     parts = [group_logits(model, pairwise, sampler, cfg, batch if idx is None else batch[idx], side, generator)
@@ -329,9 +340,7 @@ def step_loss(model, pairwise, sampler, cfg, batch, step, generator):
     loss = _vanilla_loss(cfg, logits)
     if cfg.emu:
         emu_logits = torch.cat([p[1] for p in parts])
-        beta = cfg.beta if cfg.uls else 0.0
-        loss = losses.emu_combined_loss(loss, emu_logits, alpha=cfg.alpha, beta=beta,
-                                        n_negatives=cfg.n_negatives, normalize=cfg.emu_normalize)
+        loss = emu_loss(cfg, loss, emu_logits)
     if cfg.regularizer == "n3":
         factors = [torch.cat([p[2][i].reshape(-1, p[2][i].shape[-1]) for p in parts]) for i in range(3)]
         loss = loss + cfg.reg_weight * losses.n3(factors, logits.shape[0])
@@ -484,8 +493,20 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
-    model.sparse = cfg.sparse
-    pairwise = pairwise_fn(model, cfg.compile)
+    if is_path_based(model):
+        # NBFNet: strict negatives, edge removal, one propagation per batch
+        from .path_training import path_step_loss
+
+        known = KnownTriples(triples, model.n_entities, model.n_relations)
+
+        def one_step(batch, step):
+            return path_step_loss(model, sampler, cfg, batch, step, generator, known)
+    else:
+        model.sparse = cfg.sparse
+        pairwise = pairwise_fn(model, cfg.compile)
+
+        def one_step(batch, step):
+            return step_loss(model, pairwise, sampler, cfg, batch, step, generator)
     switch_at = total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None
     n_gen = _n_generated(sampler)
     if n_gen >= cfg.n_negatives:
@@ -521,7 +542,7 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
                     optimizer = _optimizer(cfg, model, True)
                 i = run.pos
                 idx = run.perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=triples.device) % n]
-                loss = step_loss(model, pairwise, sampler, cfg, triples[idx], run.step, generator)
+                loss = one_step(triples[idx], run.step)
                 if sync is None and not torch.isfinite(loss):
                     raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, step "
                                       f"{run.step + 1}", run, model, cfg, checkpoint)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from kgestimator import losses
-from kgestimator.models import MODELS
+from kgestimator.models import EMBEDDING_MODELS as MODELS
 from kgestimator.mutation import emu_mask, mixup_scores, mixup_weights, mutate, mutated_scores
 
 

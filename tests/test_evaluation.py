@@ -8,7 +8,7 @@ import torch
 
 from kgestimator.evaluation import metrics_from_ranks, rank_triples, realistic_ranks
 from kgestimator.filtering import KnownTriples
-from kgestimator.models import MODELS
+from kgestimator.models import EMBEDDING_MODELS as MODELS
 
 
 def test_ties_give_realistic_rank():

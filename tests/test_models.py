@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from kgestimator.models import MODELS
+from kgestimator.models import EMBEDDING_MODELS as MODELS
 
 
 

@@ -1,18 +1,54 @@
-"""Scoring models: a plain registry from name to class."""
+"""Scoring models: a plain registry from name to class.
+
+``EMBEDDING_MODELS`` are the decomposable models (entity and relation tables,
+``query``/``match``). NBFNet is path-based (``path_based = True``): it scores
+every entity of a query by message passing over the fact graph, and the
+trainer, the evaluation and the estimator take one branch for it.
+"""
+
+import inspect
 
 from ._base import EmbeddingModel
 from .complex import ComplEx
 from .distmult import DistMult
 from .hake import HAKE
+from .nbfnet import NBFNet
 from .rotate import RotatE
 from .transe import TransE
 
-MODELS = {
+EMBEDDING_MODELS = {
     "transe": TransE,
     "distmult": DistMult,
     "complex": ComplEx,
     "rotate": RotatE,
     "hake": HAKE,
 }
+MODELS = {**EMBEDDING_MODELS, "nbfnet": NBFNet}
 
-__all__ = ["MODELS", "EmbeddingModel", "TransE", "DistMult", "ComplEx", "RotatE", "HAKE"]
+#: constructor arguments every model takes; the rest are ``model_params``
+_COMMON = ("self", "n_entities", "n_relations", "dim", "gamma", "generator")
+
+
+def model_param_names(name):
+    """The ``model_params`` keys the model ``name`` accepts."""
+    return [p for p in inspect.signature(MODELS[name].__init__).parameters if p not in _COMMON]
+
+
+def is_path_based(model):
+    """Whether ``model`` (an instance or a class) scores by propagation (NBFNet) rather than embeddings."""
+    return bool(getattr(model, "path_based", False))
+
+
+def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, generator=None):
+    """Build the model ``name``; ``model_params`` are its own keyword arguments (checked by name)."""
+    params = dict(model_params or {})
+    unknown = sorted(set(params) - set(model_param_names(name)))
+    if unknown:
+        accepted = model_param_names(name)
+        raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={name!r} does not take; "
+                         f"it takes {accepted if accepted else 'none'}.")
+    return MODELS[name](n_entities, n_relations, dim, gamma, generator=generator, **params)
+
+
+__all__ = ["MODELS", "EMBEDDING_MODELS", "EmbeddingModel", "TransE", "DistMult", "ComplEx", "RotatE", "HAKE",
+           "NBFNet", "make_model", "model_param_names", "is_path_based"]

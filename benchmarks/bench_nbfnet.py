@@ -1,0 +1,122 @@
+"""NBFNet with and without EMU on a real dataset: filtered test MRR / Hits@10, time per step, peak memory.
+
+Each configuration runs in its own subprocess so that its peak memory is its own.
+On a small CPU, budgets are given in optimiser steps (``--max-steps``) and the
+test set can be a seeded random subset (``--test-subset``); both are recorded.
+
+    python benchmarks/bench_nbfnet.py --dataset nations --epochs 6
+    python benchmarks/bench_nbfnet.py --dataset kinship --max-steps 80
+    python benchmarks/bench_nbfnet.py --dataset WN18RR --batch-size 4 --max-steps 15 --test-subset 50
+    # timing only (no evaluation), e.g. to estimate FB15k-237 epochs:
+    python benchmarks/bench_nbfnet.py --dataset FB15k-237 --dependent --remove-one-hop \\
+        --batch-size 4 --max-steps 3 --test-subset 0 --methods uniform
+
+Prints one line per run and writes ``benchmarks/results/nbfnet_<dataset>.json``.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine, peak_rss_mb, run_child, write_json  # noqa: E402
+
+
+def run_one(args, emu):
+    """Train and evaluate one configuration in this process; return a result dict."""
+    import numpy as np
+    import torch
+
+    from kgestimator import KGEmbedder, load_dataset
+
+    torch.set_num_threads(args.threads)
+    data = load_dataset(args.dataset)
+    model_params = dict(n_layers=args.layers, aggregate=args.aggregate, dependent=args.dependent,
+                        remove_one_hop=args.remove_one_hop, checkpoint=args.checkpoint)
+    params = dict(model="nbfnet", emu=emu, dim=args.dim, model_params=model_params, loss="bce",
+                  adversarial_temperature=args.adversarial_temperature, n_negatives=args.n_negatives,
+                  batch_size=args.batch_size, n_epochs=args.epochs, max_steps=args.max_steps,
+                  learning_rate=args.lr, random_state=args.seed)
+    est = KGEmbedder(**params)
+    t0 = time.perf_counter()
+    est.fit(data.train)
+    fit_s = time.perf_counter() - t0
+    steps = est.history_[-1]["step"]
+    train_s = sum(h["seconds"] for h in est.history_)
+    steps_per_epoch = math.ceil(len(data.train) / args.batch_size)
+    result = {"dataset": args.dataset, "model": "nbfnet", "method": "uniform+EMU" if emu else "uniform",
+              "params": params, "emu_params": est.emu_params_, "steps": steps, "steps_per_epoch": steps_per_epoch,
+              "epochs_equivalent": steps / steps_per_epoch, "fit_seconds": fit_s,
+              "seconds_per_step": train_s / steps, "seconds_per_epoch": train_s / steps * steps_per_epoch,
+              "n_edges": est.model_.n_edges, "threads": args.threads, "final_loss": est.history_[-1]["loss"]}
+    test = np.asarray(data.test)
+    if args.test_subset:
+        if 0 < args.test_subset < len(test):
+            pick = np.random.default_rng(args.seed).choice(len(test), args.test_subset, replace=False)
+            test = test[np.sort(pick)]
+        t0 = time.perf_counter()
+        # the filter holds every split, also when the test set is a subset
+        metrics = est.evaluate(test, filter_triples=np.concatenate([np.asarray(data.valid), np.asarray(data.test)]))
+        result["eval_seconds"] = time.perf_counter() - t0
+        result["test"] = {k: metrics[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "n_triples",
+                                                  "n_unknown")}
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="nations")
+    p.add_argument("--methods", default="uniform,emu")
+    p.add_argument("--dim", type=int, default=32)
+    p.add_argument("--layers", type=int, default=6)
+    p.add_argument("--aggregate", default="pna")
+    p.add_argument("--dependent", action="store_true", help="query-dependent relations (FB15k-237 config)")
+    p.add_argument("--remove-one-hop", action="store_true", help="FB15k-237 config")
+    p.add_argument("--checkpoint", action="store_true", help="recompute layers in backward (memory)")
+    p.add_argument("--n-negatives", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--adversarial-temperature", type=float, default=1.0, help="1 / NBFNet's T")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--test-subset", type=int, default=-1,
+                   help="test triples evaluated: -1 all, 0 none (timing only), k a seeded random subset")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", default=None)
+    p.add_argument("--run", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    args.dataset_name = os.path.basename(os.path.normpath(args.dataset))
+    if not os.path.isdir(args.dataset):
+        args.dataset = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", args.dataset)
+
+    if args.run is not None:
+        print(json.dumps(run_one(args, args.run == "emu")))
+        return
+
+    print(f"NBFNet on {args.dataset_name}: dim {args.dim}, {args.layers} layers, {args.aggregate}, "
+          f"dependent={args.dependent}, remove_one_hop={args.remove_one_hop}, batch {args.batch_size}, "
+          f"{args.n_negatives} negatives, lr {args.lr}, epochs {args.epochs}, max_steps {args.max_steps}, "
+          f"test subset {args.test_subset}, threads {args.threads}", flush=True)
+    results = []
+    for method in args.methods.split(","):
+        res = run_child(__file__, "--run", method)
+        if res is None:
+            continue
+        results.append(res)
+        test = res.get("test", {})
+        print(f"{res['method']:<12} steps {res['steps']:>5} ({res['epochs_equivalent']:.2f} ep)  "
+              f"MRR {test.get('mrr', float('nan')):.4f}  H@10 {test.get('hits@10', float('nan')):.4f}  "
+              f"{res['seconds_per_step']:.2f} s/step  {res['seconds_per_epoch']:.0f} s/epoch  "
+              f"peak {res['peak_rss_mb']:.0f} MB", flush=True)
+    out = args.output or os.path.join(os.path.dirname(__file__), "results", f"nbfnet_{args.dataset_name}.json")
+    write_json(out, {"machine": machine(), "note": "timings measured under contention (2 shared cores)",
+                     "results": results})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""NBFNet: the Neural Bellman-Ford network (Zhu et al. 2021; ALGORITHMS.md §1.7).
+
+A path-based model: it has no entity table. A query ``(u, q)`` (source node,
+query relation) starts from a boundary condition that puts the query vector on
+``u``; ``n_layers`` rounds of relation-specific messages over the fact graph
+(training triples plus inverse edges) give every node a representation
+conditioned on the query, and an MLP scores ``[h_v || Q_q]`` for each node
+``v``. One propagation therefore scores every tail of a query at once, which is
+what filtered ranking needs; a head query ``(?, r, t)`` is the tail query
+``(t, r + n_relations, ?)``.
+
+Tensors are node-major, ``(n_entities, B, d)`` for ``B`` queries propagated
+together, so that the ``(E, B, d)`` edge messages aggregate with 1-D
+``index_add`` / ``index_reduce`` over the destination index (a scatter with a
+``(E, B, d)`` int64 index would cost twice the messages' memory). The edge
+messages are materialised: memory per layer is a few ``E * B * d`` floats,
+which is what limits ``B`` on large graphs (``checkpoint=True`` keeps one
+layer's worth at a time, for a second forward pass per layer).
+"""
+
+import warnings
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _checkpoint
+
+AGGREGATES = ("pna", "sum")
+MESSAGES = ("distmult", "transe")
+
+#: the official configurations (ALGORITHMS.md §1.7) as KGEmbedder keyword arguments;
+#: NBFNet's temperature T divides the scores, ``adversarial_temperature`` multiplies: 1 / T
+REFERENCE_PARAMS = {
+    "fb15k237": dict(model="nbfnet", dim=32, loss="bce", n_negatives=32, batch_size=64, learning_rate=5e-3,
+                     adversarial_temperature=2.0, n_epochs=20, optimizer="adam",
+                     model_params=dict(n_layers=6, aggregate="pna", message="distmult", dependent=True,
+                                       remove_one_hop=True)),
+    "wn18rr": dict(model="nbfnet", dim=32, loss="bce", n_negatives=32, batch_size=32, learning_rate=5e-3,
+                   adversarial_temperature=1.0, n_epochs=20, optimizer="adam",
+                   model_params=dict(n_layers=6, aggregate="pna", message="distmult", dependent=False,
+                                     remove_one_hop=False)),
+}
+
+
+class _Layer(nn.Module):
+    """One Bellman-Ford iteration: messages, aggregation, combine, layer norm, ReLU, short-cut."""
+
+    def __init__(self, dim, n_relations2, aggregate, message, dependent, layer_norm, short_cut):
+        super().__init__()
+        self.dim, self.n_relations2 = dim, n_relations2
+        self.aggregate, self.message, self.dependent, self.short_cut = aggregate, message, dependent, short_cut
+        if dependent:
+            # relation vectors are a function of the query (FB15k-237 config)
+            self.relation_linear = nn.Linear(dim, n_relations2 * dim)
+        else:
+            self.relation = nn.Embedding(n_relations2, dim)
+        self.linear = nn.Linear(dim * (13 if aggregate == "pna" else 2), dim)
+        self.norm = nn.LayerNorm(dim) if layer_norm else None
+
+    def forward(self, h, boundary, query, src, rel, dst, count):
+        if self.dependent:
+            w = self.relation_linear(query).view(-1, self.n_relations2, self.dim).transpose(0, 1)[rel]
+        else:
+            w = self.relation.weight[rel].unsqueeze(1)                    # (E, 1, d)
+        x = h[src]
+        msg = x * w if self.message == "distmult" else x + w               # (E, B, d)
+        # each node also receives its own boundary vector as one more message
+        total = torch.index_add(boundary, 0, dst, msg)
+        if self.aggregate == "sum":
+            update = total
+        else:
+            mean = total / count
+            sq_mean = torch.index_add(boundary * boundary, 0, dst, msg * msg) / count
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "index_reduce() is in beta"
+                high = boundary.index_reduce(0, dst, msg, "amax", include_self=True)
+                low = boundary.index_reduce(0, dst, msg, "amin", include_self=True)
+            std = (sq_mean - mean * mean).clamp(min=1e-6).sqrt()
+            features = torch.cat([mean, high, low, std], -1)               # (n, B, 4d)
+            scale = count.log()
+            scale = scale / scale.mean().clamp(min=1e-12)  # an edge-free graph has all scales 0
+            scales = torch.stack([torch.ones_like(scale), scale, 1.0 / scale.clamp(min=1e-2)], -1)
+            update = (features.unsqueeze(-1) * scales).flatten(-2)  # (n, B, 12d)
+        out = self.linear(torch.cat([h, update], -1))
+        if self.norm is not None:
+            out = self.norm(out)
+        out = torch.relu(out)
+        return out + h if self.short_cut else out
+
+
+class NBFNet(nn.Module):
+    """NBFNet: query-conditioned Bellman-Ford message passing over the fact graph, then an MLP scorer.
+
+    Parameters
+    ----------
+    n_entities, n_relations : int
+        Graph sizes; inverse edges add ``n_relations`` more relation types.
+    dim : int
+        Width of the query embedding and of every layer (reference: 32).
+    gamma : float, optional
+        Unused (the common model signature); NBFNet scores are raw logits.
+    generator : torch.Generator, optional
+        Seeds the initialisation (PyTorch's default initialisers).
+    n_layers : int, default=6
+    aggregate : {'pna', 'sum'}, default='pna'
+        PNA (mean, max, min, std with degree scalers) or a plain sum.
+    message : {'distmult', 'transe'}, default='distmult'
+        Edge message ``h_x * w_r`` or ``h_x + w_r``.
+    dependent : bool, default=False
+        Relation vectors computed from the query by a linear map (FB15k-237
+        config) instead of one free table per layer (WN18RR config).
+    layer_norm : bool, default=True
+    short_cut : bool, default=True
+        Residual connection around each layer.
+    remove_one_hop : bool, default=False
+        During training, remove every edge between a query's source and its
+        candidates (both directions, any relation; FB15k-237 config) instead of
+        only the batch's own triples (WN18RR config).
+    checkpoint : bool, default=False
+        Recompute each layer in the backward pass instead of storing its
+        ``(E, B, d)`` messages: less memory, about one more forward pass of time.
+
+    Notes
+    -----
+    :meth:`set_graph` gives the fact graph (encoded training triples) after
+    construction; it is kept in the state dict (buffer ``graph``), so saved
+    models and checkpoints carry it.
+    """
+
+    #: scores come from propagation over a graph, not from entity embeddings
+    path_based = True
+    #: no entity or relation tables (the memory check of ``fit`` reads these)
+    entity_factor = 0
+    relation_factor = 0
+
+    def __init__(self, n_entities, n_relations, dim=32, gamma=None, generator=None, n_layers=6,
+                 aggregate="pna", message="distmult", dependent=False, layer_norm=True, short_cut=True,
+                 remove_one_hop=False, checkpoint=False):
+        super().__init__()
+        _check_params(n_layers=n_layers, aggregate=aggregate, message=message, dependent=dependent,
+                      layer_norm=layer_norm, short_cut=short_cut, remove_one_hop=remove_one_hop,
+                      checkpoint=checkpoint)
+        self.n_entities, self.n_relations, self.dim = int(n_entities), int(n_relations), int(dim)
+        self.remove_one_hop, self.use_checkpoint = bool(remove_one_hop), bool(checkpoint)
+        seed = int(torch.randint(2 ** 62, (1,), generator=generator)) if generator is not None else None
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.query = nn.Embedding(2 * self.n_relations, self.dim)
+            self.layers = nn.ModuleList(
+                _Layer(self.dim, 2 * self.n_relations, aggregate, message, bool(dependent), bool(layer_norm),
+                       bool(short_cut)) for _ in range(int(n_layers)))
+            self.mlp = nn.Sequential(nn.Linear(2 * self.dim, 2 * self.dim), nn.ReLU(),
+                                     nn.Linear(2 * self.dim, 1))
+        self.register_buffer("graph", torch.zeros(0, 3, dtype=torch.long))
+        self._index_graph()
+
+    # -- the fact graph -------------------------------------------------------
+    def set_graph(self, triples):
+        """Use ``triples`` (LongTensor ``(E, 3)`` of encoded ``(h, r, t)``) as the fact graph."""
+        triples = torch.as_tensor(triples)
+        if triples.dtype != torch.long or triples.ndim != 2 or triples.shape[1] != 3:
+            raise ValueError("The graph must be a (n_edges, 3) int64 tensor of (head, relation, tail) ids.")
+        if triples.numel() and (triples.min() < 0 or triples[:, [0, 2]].max() >= self.n_entities
+                                or triples[:, 1].max() >= self.n_relations):
+            raise ValueError("The graph refers to entities or relations that do not exist.")
+        self.graph = triples.to(self.graph.device).contiguous()
+        self._index_graph()
+        return self
+
+    def _index_graph(self):
+        h, r, t = self.graph.unbind(1)
+        # every edge (h, r, t) also runs backwards as (t, r + n_relations, h)
+        self._src = torch.cat([h, t])
+        self._rel = torch.cat([r, r + self.n_relations])
+        self._dst = torch.cat([t, h])
+        self._triple_keys = (h * self.n_relations + r) * self.n_entities + t
+        self._pair_keys = h * self.n_entities + t
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to(device) moves the graph; the derived index tensors follow it
+        out = super()._apply(fn, *args, **kwargs)
+        self._index_graph()
+        return out
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the graph's size is the loaded model's, not the freshly built one's
+        key = prefix + "graph"
+        if key in state_dict:
+            self.set_graph(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def n_edges(self):
+        """Directed edges message passing runs over (twice the fact graph: inverse edges)."""
+        return 2 * self.graph.shape[0]
+
+    def training_edges(self, triples, anchor=None, candidates=None):
+        """Boolean mask over the fact graph's triples: False for the edges hidden in this step.
+
+        ``triples`` are the batch's positives ``(B, 3)``: their edges (and so
+        their inverse edges) are removed, so the model cannot read the answer.
+        With ``remove_one_hop``, every edge between an ``anchor`` ``(B,)`` and
+        any of its ``candidates`` ``(B, K)`` goes too, in both directions and
+        of any relation.
+        """
+        if self.remove_one_hop and anchor is not None:
+            a = anchor.unsqueeze(1).expand_as(candidates)
+            pairs = torch.cat([a * self.n_entities + candidates, candidates * self.n_entities + a]).reshape(-1)
+            return ~torch.isin(self._pair_keys, pairs)
+        h, r, t = triples.unbind(1)
+        return ~torch.isin(self._triple_keys, (h * self.n_relations + r) * self.n_entities + t)
+
+    # -- propagation and scoring ------------------------------------------------
+    def propagate(self, anchor, rel, keep=None):
+        """Final node representations for tail queries ``(anchor, rel)``.
+
+        Parameters
+        ----------
+        anchor : LongTensor of shape (B,)
+            Source nodes.
+        rel : LongTensor of shape (B,)
+            Query relations in ``[0, 2 * n_relations)`` (inverse relations for head queries).
+        keep : bool Tensor of shape (n_graph_triples,), optional
+            Fact-graph triples to use (see :meth:`training_edges`); all by default.
+
+        Returns
+        -------
+        nodes : Tensor of shape (B, n_entities, d)
+        query : Tensor of shape (B, d)
+        """
+        src, rel_e, dst = self._src, self._rel, self._dst
+        if keep is not None:
+            keep2 = torch.cat([keep, keep])
+            src, rel_e, dst = src[keep2], rel_e[keep2], dst[keep2]
+        query = self.query(rel)
+        B = anchor.shape[0]
+        boundary = torch.zeros(self.n_entities, B, self.dim, dtype=query.dtype, device=query.device)
+        boundary = boundary.index_put((anchor, torch.arange(B, device=anchor.device)), query)
+        count = (torch.bincount(dst, minlength=self.n_entities) + 1).to(query.dtype).view(-1, 1, 1)
+        h = boundary
+        for layer in self.layers:
+            if self.use_checkpoint and torch.is_grad_enabled():
+                h = _checkpoint(layer, h, boundary, query, src, rel_e, dst, count, use_reentrant=False)
+            else:
+                h = layer(h, boundary, query, src, rel_e, dst, count)
+        return h.transpose(0, 1), query
+
+    def score_nodes(self, nodes, query):
+        """MLP logits ``(B, K)`` of node representations ``(B, K, d)`` for queries ``(B, d)``."""
+        q = query.unsqueeze(1).expand(-1, nodes.shape[1], -1)
+        return self.mlp(torch.cat([nodes, q], -1)).squeeze(-1)
+
+    def query_relations(self, rel, side):
+        """Relations of tail queries: ``rel`` itself, or its inverse for head queries."""
+        return rel if side == "tail" else rel + self.n_relations
+
+    def score_all(self, anchor, rel, side):
+        """Scores ``(Q, n_entities)`` of every entity as the missing ``side`` (no edge removal)."""
+        nodes, query = self.propagate(anchor, self.query_relations(rel, side))
+        return self.score_nodes(nodes, query)
+
+    def elements_per_query(self):
+        """Floats alive per query in an inference propagation (edge messages and PNA features)."""
+        return self.dim * (3 * max(1, self.n_edges) + 16 * self.n_entities)
+
+
+def _check_params(n_layers, aggregate, message, dependent, layer_norm, short_cut, remove_one_hop, checkpoint):
+    import numbers
+
+    if not isinstance(n_layers, numbers.Integral) or isinstance(n_layers, bool) or n_layers < 1:
+        raise ValueError(f"model_params['n_layers'] must be an int >= 1; got {n_layers!r}.")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"model_params['aggregate'] must be one of {list(AGGREGATES)}; got {aggregate!r}.")
+    if message not in MESSAGES:
+        raise ValueError(f"model_params['message'] must be one of {list(MESSAGES)}; got {message!r}.")
+    for name, value in (("dependent", dependent), ("layer_norm", layer_norm), ("short_cut", short_cut),
+                        ("remove_one_hop", remove_one_hop), ("checkpoint", checkpoint)):
+        if not isinstance(value, bool):
+            raise ValueError(f"model_params[{name!r}] must be a bool; got {value!r}.")
