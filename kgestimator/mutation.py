@@ -53,12 +53,16 @@ def mutate(pos, neg, mask):
     return neg + mask.to(neg.dtype).unsqueeze(1) * (pos.unsqueeze(2) - neg)
 
 
-def mutated_scores(model, q, pos, neg, mask):
+def mutated_scores(model, q, pos, neg, mask, masked_distance=None):
     """Scores ``(C, c, N)`` of the queries against EMU-mutated negatives.
 
-    ``mask`` has shape ``(C, N, de)`` or ``(N, de)``. Distance models materialise
-    the mutated candidates in cache-sized row blocks.
+    ``mask`` has shape ``(C, N, de)`` or ``(N, de)``. Models with a
+    ``mutated_pairwise`` (TransE, whose distance is a sum over coordinates) use it,
+    with ``masked_distance`` when given; other distance models materialise the
+    mutated candidates in cache-sized row blocks.
     """
+    if hasattr(model, "mutated_pairwise"):
+        return model.mutated_pairwise(q, pos, neg, mask, masked_distance)
     if model.bilinear:
         m = mask.to(neg.dtype)
         kept = neg.masked_fill(mask, 0.0)

@@ -116,6 +116,23 @@ def pairwise_fn(model, compile=False):
     return model.pairwise
 
 
+def masked_distance_fn(model, compile=False):
+    """The compiled masked distance for EMU scoring (TransE), or None to stay eager.
+
+    TransE's mutated scores are a matrix product plus a masked L1 distance
+    (``TransE.mutated_pairwise``). Compiled, the masked distance is one fused
+    reduction: forward and backward of a FB15k-237 step side measured 46 ms
+    against 200-340 ms for the blocked eager form and 77 ms for the vanilla
+    ``cdist`` (one CPU core). Materialised mutated candidates (the other distance
+    models) compiled slower than eager, so they stay eager.
+    """
+    if not compile or not hasattr(model, "mutated_pairwise"):
+        return None
+    from .models.transe import masked_l1
+
+    return _compiled(masked_l1)
+
+
 def _compiled(fn):
     """``torch.compile(fn)`` that falls back to eager, with a warning, if compiling fails."""
     compiled = torch.compile(fn, dynamic=False)
@@ -266,7 +283,7 @@ def _score_negatives(model, pairwise, q, ids, neg, fake):
     return scores
 
 
-def group_logits(model, pairwise, sampler, cfg, triples, side, generator):
+def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked_distance=None):
     """Vanilla and EMU logits, ``(B, 1 + N)`` each, for one side of a batch.
 
     Returns ``(logits, emu_logits or None, factors)``.
@@ -313,7 +330,7 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator):
             emu_scores = neg_scores if neg_scores is not None else pairwise(q, neg)
         else:
             mask = emu_mask(neg.shape[1:], cfg.mutation_ratio, generator, neg.device)
-            emu_scores = mutated_scores(model, q, pos, neg, mask)
+            emu_scores = mutated_scores(model, q, pos, neg, mask, masked_distance)
         emu_logits = torch.cat([pos_scores.unsqueeze(-1), emu_scores], -1).view(-1, cfg.n_negatives + 1)
 
     factors = None
@@ -332,9 +349,14 @@ def emu_loss(cfg, vanilla, emu_logits):
                                     bce_temperature=cfg.adversarial_temperature if cfg.loss == "bce" else None)
 
 
-def step_loss(model, pairwise, sampler, cfg, batch, step, generator):
-    """The scalar training loss of one batch of positives ``(B, 3)``."""
-    parts = [group_logits(model, pairwise, sampler, cfg, batch if idx is None else batch[idx], side, generator)
+def step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_distance=None):
+    """The scalar training loss of one batch of positives ``(B, 3)``.
+
+    ``masked_distance``: the compiled masked distance of models with a
+    ``mutated_pairwise`` (see :func:`masked_distance_fn`), or None.
+    """
+    parts = [group_logits(model, pairwise, sampler, cfg, batch if idx is None else batch[idx], side, generator,
+                          masked_distance)
              for idx, side in sampler.sides(batch, step, generator)]
     logits = torch.cat([p[0] for p in parts])
     loss = _vanilla_loss(cfg, logits)
@@ -504,9 +526,10 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
     else:
         model.sparse = cfg.sparse
         pairwise = pairwise_fn(model, cfg.compile)
+        masked_distance = masked_distance_fn(model, cfg.compile) if cfg.emu else None
 
         def one_step(batch, step):
-            return step_loss(model, pairwise, sampler, cfg, batch, step, generator)
+            return step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_distance)
     switch_at = total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None
     n_gen = _n_generated(sampler)
     if n_gen >= cfg.n_negatives:

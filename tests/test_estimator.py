@@ -217,10 +217,11 @@ def test_max_steps_overrides_epochs(kg):
 
 
 @pytest.mark.slow
-def test_compiled_scoring_matches_eager(kg):
+@pytest.mark.parametrize("model, emu", [("rotate", False), ("transe", True)])
+def test_compiled_scoring_matches_eager(kg, model, emu):
     import warnings
 
-    common = dict(model="rotate", **{**FAST, "n_epochs": 1}, random_state=0)
+    common = dict(model=model, emu=emu, **{**FAST, "n_epochs": 1}, random_state=0)
     eager = KGEmbedder(**common).fit(kg.train)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a machine without a compiler falls back with a warning
