@@ -1,6 +1,7 @@
-"""Small helpers: device choice and seeding."""
+"""Small helpers: device choice, seeding, compiling."""
 
 import numbers
+import warnings
 
 import numpy as np
 import torch
@@ -69,3 +70,21 @@ def check_choice(name, value, choices, owner=None):
                for c in choices):
         prefix = f"{owner}: the" if owner else "The"
         raise ValueError(f"{prefix} {name!r} parameter must be one of {list(choices)}; got {value!r}.")
+
+
+def compiled(fn, dynamic=False):
+    """``torch.compile(fn)`` that falls back to eager, with a warning, if compiling fails."""
+    fast = torch.compile(fn, dynamic=dynamic)
+    state = {"ok": True}
+
+    def call(*args):
+        if state["ok"]:
+            try:
+                return fast(*args)
+            except Exception as exc:  # no C++ compiler, unsupported backend, ...
+                state["ok"] = False
+                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); "
+                              "continuing uncompiled.", RuntimeWarning, stacklevel=2)
+        return fn(*args)
+
+    return call

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 import torch
 
 from . import losses
+from ._utils import compiled
 from .checkpoint import to_device
 from .filtering import KnownTriples
 from .models import EmbeddingModel, is_path_based
@@ -112,7 +113,7 @@ def pairwise_fn(model, compile=False):
     if compile and not model.bilinear and type(model).pairwise is EmbeddingModel.pairwise:
         # compile the unblocked form: fusion replaces blocking, and dynamo would
         # unroll the block loops
-        return _compiled(model.broadcast_pairwise)
+        return compiled(model.broadcast_pairwise)
     return model.pairwise
 
 
@@ -130,25 +131,7 @@ def masked_distance_fn(model, compile=False):
         return None
     from .models.transe import masked_l1
 
-    return _compiled(masked_l1)
-
-
-def _compiled(fn):
-    """``torch.compile(fn)`` that falls back to eager, with a warning, if compiling fails."""
-    compiled = torch.compile(fn, dynamic=False)
-    state = {"ok": True}
-
-    def call(*args):
-        if state["ok"]:
-            try:
-                return compiled(*args)
-            except Exception as exc:  # no C++ compiler, unsupported backend, ...
-                state["ok"] = False
-                warnings.warn(f"torch.compile failed ({type(exc).__name__}: {exc}); "
-                              "training continues uncompiled.", RuntimeWarning, stacklevel=2)
-        return fn(*args)
-
-    return call
+    return compiled(masked_l1)
 
 
 class _Optimizers:

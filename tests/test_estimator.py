@@ -288,3 +288,22 @@ def test_dense_optimisers_use_the_fused_kernels_and_sparse_ones_do_not(name):
     sparse = make_optimizer(name, model, 0.01, sparse=True)
     inner = getattr(sparse, "optimizers", [sparse])
     assert not any(o.defaults.get("fused") for o in inner)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["transe", "rotate", "hake"])
+def test_compiled_ranking_matches_eager(kg, model):
+    import warnings
+
+    est = KGEmbedder(model=model, **{**FAST, "n_epochs": 2}, random_state=0).fit(kg.train)
+    eager = est.evaluate(kg.test)
+    eager_top = est.predict_topk(kg.test[:20, :2], k=5)
+    est.set_params(compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a machine without a compiler falls back with a warning
+        compiled = est.evaluate(kg.test)
+        compiled_top = est.predict_topk(kg.test[:20, :2], k=5)
+    for key in ("mrr", "hits@1", "hits@10", "mr"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-6)
+    np.testing.assert_array_equal(compiled_top[0], eager_top[0])
+    np.testing.assert_allclose(compiled_top[1], eager_top[1], rtol=1e-5, atol=1e-5)
