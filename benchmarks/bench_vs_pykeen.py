@@ -117,6 +117,13 @@ def run_ours(args, model_name, emu):
     n_train = len(data.train)
     n_eval = _eval_triples(args, model_name)
     test = data.test[:n_eval] if n_eval else data.test
+    first_eval_s = None
+    if est._compile_scoring():
+        # the compiled ranking kernel is built (or loaded from inductor's disk cache) on
+        # first use; time that separately from the evaluation itself
+        t0 = time.perf_counter()
+        est.evaluate(data.test[:8], filter_triples=data.valid)
+        first_eval_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     est.evaluate(test, filter_triples=data.valid)
     eval_s = time.perf_counter() - t0
@@ -124,7 +131,8 @@ def run_ours(args, model_name, emu):
     return {"library": "kgestimator", "model": model_name, "emu": bool(emu), "timed_triples": n_train,
             "train_seconds": train_s, "fit_seconds_2_epochs_incl_setup": fit_s,
             "triples_per_s": n_train / train_s, "step_ms": 1000 * train_s / steps,
-            "eval_triples": int(len(test)), "eval_seconds": eval_s, "peak_rss_mb": peak_rss_mb()}
+            "eval_triples": int(len(test)), "eval_seconds": eval_s, "eval_compile_warmup_seconds": first_eval_s,
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def main():
