@@ -53,9 +53,9 @@ def test_ranking_and_topk_chunk_to_a_small_budget(kg, monkeypatch, model):
     rows = []
     real = kgestimator.evaluation.score_all
 
-    def spy(model, anchor, rel, side):
+    def spy(model, anchor, rel, side, *rest):
         rows.append(anchor.shape[0])
-        return real(model, anchor, rel, side)
+        return real(model, anchor, rel, side, *rest)
 
     monkeypatch.setattr(kgestimator.evaluation, "score_all", spy)
     monkeypatch.setattr(kgestimator.estimator, "score_all", spy)
