@@ -111,13 +111,13 @@ class _PNAAggregate(torch.autograd.Function):
 
     Every node's own ``boundary`` vector counts as one more message. The
     forward pass is ``index_add`` / ``index_reduce`` as before; the backward
-    pass is written out by hand: autograd's gathers ``(E, B, d)`` tensors
-    from the destinations six times and builds dense float masks and products
-    for the max and min; this gathers four (two for the sums, one per
-    extreme to find the messages that attain it) and handles those messages
-    as a sparse list. A max or min shared by several
-    messages (frequent: ReLU makes many exact zeros) splits its gradient
-    evenly among them, as ``index_reduce``'s own backward does, so gradients
+    pass is written out by hand, because autograd's dominated a training step:
+    it gathers ``(E, B, d)`` tensors from the destinations six times and builds
+    dense float masks and products for the max and min. This one gathers the
+    two sums' gradients in one go and treats each extreme as described in
+    :func:`_extreme_backward`. A max or min shared by several messages
+    (frequent: ReLU makes many exact zeros) splits its gradient evenly among
+    them, as ``index_reduce``'s own backward does, so gradients
     equal autograd's up to float rounding.
     """
 
