@@ -113,12 +113,12 @@ class _PNAAggregate(torch.autograd.Function):
     forward pass is ``index_add`` / ``index_reduce`` as before; the backward
     pass is written out by hand, because autograd's dominated a training step:
     it gathers ``(E, B, d)`` tensors from the destinations six times and builds
-    dense float masks and products for the max and min. This one gathers the
-    two sums' gradients in one go and treats each extreme as described in
-    :func:`_extreme_backward`. A max or min shared by several messages
-    (frequent: ReLU makes many exact zeros) splits its gradient evenly among
-    them, as ``index_reduce``'s own backward does, so gradients
-    equal autograd's up to float rounding.
+    dense float masks and products for the max and min, then sums the four
+    contributions; this gathers the two sums' gradients in one go and adds
+    the extremes' in place (:func:`_extreme_backward`). A max or min shared
+    by several messages (frequent: ReLU makes many exact zeros) splits its
+    gradient evenly among them, as ``index_reduce``'s own backward does, so
+    gradients equal autograd's up to float rounding.
     """
 
     @staticmethod
@@ -143,32 +143,16 @@ class _PNAAggregate(torch.autograd.Function):
         return g_msg, g_boundary, None
 
 
-#: mean in-degree from which the messages attaining a max / min are few enough to list sparsely
-SPARSE_EXTREMES_MIN_DEGREE = 16
-
-
 def _extreme_backward(msg, boundary, dst, extreme, grad, g_msg, g_boundary):
     """Add a max's (or min's) gradient to ``g_msg`` and ``g_boundary`` in place, ties sharing it evenly.
 
-    On dense graphs (kinship: ~160 in-edges per node) about one message in a
-    node's degree attains its extreme, so those messages are handled as a
-    sparse list of coordinates: no dense ``(E, B, d)`` float mask or product.
-    On sparse graphs (WN18RR: ~4) the list would be most of the tensor, and
-    the dense mask is cheaper.
+    (Listing the attaining messages sparsely, with ``nonzero``, was tried for
+    kinship's dense graph and was no faster: ``nonzero`` is a slow pass.)
     """
-    hit = msg == extreme.index_select(0, dst)
+    hit = (msg == extreme.index_select(0, dst)).to(msg.dtype)
     self_hit = boundary == extreme
-    if dst.numel() >= SPARSE_EXTREMES_MIN_DEGREE * extreme.shape[0]:
-        hit = hit.nonzero().unbind(1)                                         # coordinates (e, b, c)
-        node = (dst[hit[0]], hit[1], hit[2])
-        flat = (node[0] * extreme.shape[1] + node[1]) * extreme.shape[2] + node[2]
-        share = grad / (torch.bincount(flat, minlength=extreme.numel()).view_as(extreme) + self_hit)
-        # each coordinate appears once: a plain put, not the sorting accumulate=True
-        g_msg.index_put_(hit, g_msg[hit] + share[node])
-    else:
-        hit = hit.to(msg.dtype)
-        share = grad / self_hit.to(msg.dtype).index_add_(0, dst, hit)
-        g_msg.addcmul_(hit, share.index_select(0, dst))
+    share = grad / self_hit.to(msg.dtype).index_add_(0, dst, hit)
+    g_msg.addcmul_(hit, share.index_select(0, dst))
     g_boundary.add_(torch.where(self_hit, share, 0.0))
 
 
