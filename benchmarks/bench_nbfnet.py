@@ -88,6 +88,8 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default=None)
+    p.add_argument("--note", default="timings measured under contention (2 shared cores)",
+                   help="recorded in the JSON (e.g. how the machine was shared, nice level)")
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.dataset_name = os.path.basename(os.path.normpath(args.dataset))
@@ -114,7 +116,7 @@ def main():
               f"{res['seconds_per_step']:.2f} s/step  {res['seconds_per_epoch']:.0f} s/epoch  "
               f"peak {res['peak_rss_mb']:.0f} MB", flush=True)
     out = args.output or os.path.join(os.path.dirname(__file__), "results", f"nbfnet_{args.dataset_name}.json")
-    write_json(out, {"machine": machine(), "note": "timings measured under contention (2 shared cores)",
+    write_json(out, {"machine": machine(), "note": args.note,
                      "results": results})
 
 

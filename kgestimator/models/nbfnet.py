@@ -56,35 +56,104 @@ class _Layer(nn.Module):
         self.linear = nn.Linear(dim * (13 if aggregate == "pna" else 2), dim)
         self.norm = nn.LayerNorm(dim) if layer_norm else None
 
-    def forward(self, h, boundary, query, src, rel, dst, count):
+    def forward(self, h, boundary, query, src, rel, dst, degree):
         if self.dependent:
-            w = self.relation_linear(query).view(-1, self.n_relations2, self.dim).transpose(0, 1)[rel]
+            w = self.relation_linear(query).view(-1, self.n_relations2, self.dim).transpose(0, 1)
+            w = w.index_select(0, rel)                                    # (E, B, d)
         else:
-            w = self.relation.weight[rel].unsqueeze(1)                    # (E, 1, d)
-        x = h[src]
+            w = self.relation.weight.index_select(0, rel).unsqueeze(1)    # (E, 1, d)
+        # index_select, not h[src]: its backward is index_add, not the slower accumulating index_put
+        x = h.index_select(0, src)
         msg = x * w if self.message == "distmult" else x + w               # (E, B, d)
         # each node also receives its own boundary vector as one more message
-        total = torch.index_add(boundary, 0, dst, msg)
         if self.aggregate == "sum":
-            update = total
-        else:
-            mean = total / count
-            sq_mean = torch.index_add(boundary * boundary, 0, dst, msg * msg) / count
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "index_reduce() is in beta"
-                high = boundary.index_reduce(0, dst, msg, "amax", include_self=True)
-                low = boundary.index_reduce(0, dst, msg, "amin", include_self=True)
-            std = (sq_mean - mean * mean).clamp(min=1e-6).sqrt()
-            features = torch.cat([mean, high, low, std], -1)               # (n, B, 4d)
-            scale = count.log()
-            scale = scale / scale.mean().clamp(min=1e-12)  # an edge-free graph has all scales 0
-            scales = torch.stack([torch.ones_like(scale), scale, 1.0 / scale.clamp(min=1e-2)], -1)
-            update = (features.unsqueeze(-1) * scales).flatten(-2)  # (n, B, 12d)
-        out = self.linear(torch.cat([h, update], -1))
+            return self._combine(h, torch.index_add(boundary, 0, dst, msg))
+        total, sq_total, high, low = _PNAAggregate.apply(msg, boundary, dst)
+        count, scale, inv_scale = degree.unbind(-1)
+        mean = total / count
+        std = (sq_total / count - mean * mean).clamp(min=1e-6).sqrt()
+        features = torch.cat([mean, high, low, std], -1)                   # (n, B, 4d)
+        # linear([h, features x (1, scale, 1 / scale)]) without materialising the (n, B, 12d)
+        # scaled features: one (4d -> 3d) product, then the degree scalers on its three d-wide parts
+        w_h, w_f = self.linear.weight[:, :self.dim], self.linear.weight[:, self.dim:]
+        w_f = w_f.reshape(self.dim, 4 * self.dim, 3).permute(1, 2, 0).reshape(4 * self.dim, 3 * self.dim)
+        y = (features @ w_f).unflatten(-1, (3, self.dim))
+        out = nn.functional.linear(h, w_h, self.linear.bias) + y[..., 0, :]
+        out = out + scale * y[..., 1, :] + inv_scale * y[..., 2, :]
+        return self._finish(out, h)
+
+    def _combine(self, h, update):
+        """Sum aggregation: linear([h, update]), layer norm, ReLU, short-cut."""
+        return self._finish(self.linear(torch.cat([h, update], -1)), h)
+
+    def _finish(self, out, h):
         if self.norm is not None:
             out = self.norm(out)
         out = torch.relu(out)
         return out + h if self.short_cut else out
+
+
+def degree_scalers(dst, n_entities, dtype):
+    """PNA's per-node ``(count, scale, 1 / scale)`` as one ``(n_entities, 1, 1, 3)`` tensor.
+
+    ``count`` is the in-degree plus one (the boundary message); ``scale`` is
+    ``log(count)`` over its mean. They depend on the graph only, so a
+    propagation computes them once for all its layers.
+    """
+    count = (torch.bincount(dst, minlength=n_entities) + 1).to(dtype)
+    scale = count.log()
+    scale = scale / scale.mean().clamp(min=1e-12)  # an edge-free graph has all scales 0
+    return torch.stack([count, scale, 1.0 / scale.clamp(min=1e-2)], -1).view(-1, 1, 1, 3)
+
+
+class _PNAAggregate(torch.autograd.Function):
+    """Sum, sum of squares, max and min of the messages ``(E, B, d)`` arriving at each node.
+
+    Every node's own ``boundary`` vector counts as one more message. The
+    forward pass is ``index_add`` / ``index_reduce`` as before; the backward
+    pass is written out by hand, because autograd's dominated a training step:
+    it gathers ``(E, B, d)`` tensors from the destinations six times and builds
+    dense float masks and products for the max and min, then sums the four
+    contributions; this gathers the two sums' gradients in one go and adds
+    the extremes' in place (:func:`_extreme_backward`). A max or min shared
+    by several messages (frequent: ReLU makes many exact zeros) splits its
+    gradient evenly among them, as ``index_reduce``'s own backward does, so
+    gradients equal autograd's up to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, msg, boundary, dst):
+        total = torch.index_add(boundary, 0, dst, msg)
+        sq_total = torch.index_add(boundary * boundary, 0, dst, msg * msg)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "index_reduce() is in beta"
+            high = boundary.index_reduce(0, dst, msg, "amax", include_self=True)
+            low = boundary.index_reduce(0, dst, msg, "amin", include_self=True)
+        ctx.save_for_backward(msg, boundary, dst, high, low)
+        return total, sq_total, high, low
+
+    @staticmethod
+    def backward(ctx, g_total, g_sq, g_high, g_low):
+        msg, boundary, dst, high, low = ctx.saved_tensors
+        at_dst = torch.stack([g_total, 2.0 * g_sq], -2).index_select(0, dst)       # (E, B, 2, d)
+        g_msg = torch.addcmul(at_dst[..., 0, :], msg, at_dst[..., 1, :])
+        g_boundary = torch.addcmul(g_total, boundary, 2.0 * g_sq)
+        for extreme, grad in ((high, g_high), (low, g_low)):
+            _extreme_backward(msg, boundary, dst, extreme, grad, g_msg, g_boundary)
+        return g_msg, g_boundary, None
+
+
+def _extreme_backward(msg, boundary, dst, extreme, grad, g_msg, g_boundary):
+    """Add a max's (or min's) gradient to ``g_msg`` and ``g_boundary`` in place, ties sharing it evenly.
+
+    (Listing the attaining messages sparsely, with ``nonzero``, was tried for
+    kinship's dense graph and was no faster: ``nonzero`` is a slow pass.)
+    """
+    hit = (msg == extreme.index_select(0, dst)).to(msg.dtype)
+    self_hit = boundary == extreme
+    share = grad / self_hit.to(msg.dtype).index_add_(0, dst, hit)
+    g_msg.addcmul_(hit, share.index_select(0, dst))
+    g_boundary.add_(torch.where(self_hit, share, 0.0))
 
 
 class NBFNet(nn.Module):
@@ -236,13 +305,13 @@ class NBFNet(nn.Module):
         B = anchor.shape[0]
         boundary = torch.zeros(self.n_entities, B, self.dim, dtype=query.dtype, device=query.device)
         boundary = boundary.index_put((anchor, torch.arange(B, device=anchor.device)), query)
-        count = (torch.bincount(dst, minlength=self.n_entities) + 1).to(query.dtype).view(-1, 1, 1)
+        degree = degree_scalers(dst, self.n_entities, query.dtype)
         h = boundary
         for layer in self.layers:
             if self.use_checkpoint and torch.is_grad_enabled():
-                h = _checkpoint(layer, h, boundary, query, src, rel_e, dst, count, use_reentrant=False)
+                h = _checkpoint(layer, h, boundary, query, src, rel_e, dst, degree, use_reentrant=False)
             else:
-                h = layer(h, boundary, query, src, rel_e, dst, count)
+                h = layer(h, boundary, query, src, rel_e, dst, degree)
         return h.transpose(0, 1), query
 
     def score_nodes(self, nodes, query):
