@@ -171,13 +171,19 @@ def _threads(text):
 @contextlib.contextmanager
 def _process_group(est):
     """Under ``--distributed``, leave the process group that ``fit`` joined when the command ends."""
+    failed = True
     try:
         yield
+        failed = False
     finally:
         if est.distributed:
             import torch.distributed as dist
 
             if dist.is_available() and dist.is_initialized():
+                # ranks that leave together: destroying the group while a peer still works can
+                # abort gloo's threads; after a failure the peers may never arrive, so no barrier
+                if not failed:
+                    dist.barrier()
                 dist.destroy_process_group()
 
 
