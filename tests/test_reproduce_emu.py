@@ -1,0 +1,87 @@
+"""benchmarks/reproduce_emu.py end to end on nations: cells, resuming, figures and the report."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from kgestimator.data import dataset_dir
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "benchmarks", "reproduce_emu.py")
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import reproduce_emu  # noqa: E402
+
+
+def _nations_available():
+    try:
+        dataset_dir("nations")
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def test_methods_map_to_the_paper_settings():
+    c = reproduce_emu.cell("FB15k-237", "distmult", "uni")
+    base = reproduce_emu.estimator_params(c)
+    # baselines: the released experiments_base.sh (L3, no EMU); EMU runs drop the regulariser
+    assert (base["regularizer"], base["reg_weight"], base["emu"]) == ("l3", 1e-5, False)
+    assert (base["optimizer"], base["learning_rate"], base["max_steps"]) == ("adagrad_then_adam", 0.1, 10000)
+    emu = reproduce_emu.estimator_params({**c, "method": "uni_emu"})
+    assert emu["emu"] is True and "regularizer" not in emu
+    transe = reproduce_emu.estimator_params({**c, "model": "transe", "method": "san"})
+    assert (transe["sampler"], transe["reg_weight"], transe["learning_rate"], transe["compile"]) == \
+        ("san", 1e-3, 0.05, True)
+    assert reproduce_emu.estimator_params({**c, "method": "no_uls"})["uls"] is False
+    assert reproduce_emu.estimator_params({**c, "method": "no_mut"})["emu"] == "ls_only"
+    # every method builds an estimator that accepts its parameters
+    from kgestimator import KGEmbedder
+
+    for method in reproduce_emu.METHODS:
+        KGEmbedder(**reproduce_emu.estimator_params({**c, "method": method})).get_params()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _nations_available(), reason="../shared/datasets/nations not found (set KGESTIMATOR_DATA)")
+def test_cells_resume_and_feed_figures_and_report(tmp_path):
+    out = tmp_path / "emu"
+    common = ["--datasets", "nations", "--steps", "40", "--valid-size", "100", "--eval-steps", "10",
+              "--results", str(out)]
+
+    def run(*argv):
+        proc = subprocess.run([sys.executable, SCRIPT, *argv, *common], capture_output=True, text=True,
+                              cwd=REPO, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    first = run("table8", "--models", "distmult", "--methods", "uni,uni_emu")
+    records = {}
+    for method in ("uni", "uni_emu"):
+        path = out / f"nations__distmult__{method}__d100__seed0__40steps.json"
+        records[method] = json.loads(path.read_text())
+        assert f"{path.name}: test MRR" in first
+    for method, rec in records.items():
+        assert rec["cell"]["method"] == method and rec["params"]["max_steps"] == 40
+        assert 0 < rec["test"]["mrr"] <= 1 and 0 <= rec["test"]["hits@1"] <= rec["test"]["hits@10"] <= 1
+        evals = [h["valid_mrr"] for h in rec["history"] if "valid_mrr" in h]
+        assert len(evals) >= 2 and rec["best_valid_mrr"] == max(evals)
+        assert rec["history"][-1]["step"] == 40
+    assert records["uni_emu"]["emu_params"] == {"alpha": 0.73, "mutation_ratio": pytest.approx(0.06), "beta": 0.25}
+    # the model of each DistMult cell is kept for the figures
+    assert (out / "models" / "nations__distmult__uni_emu__d100__seed0__40steps.joblib").is_file()
+
+    # a second run finds both cells and trains nothing
+    again = run("table8", "--models", "distmult", "--methods", "uni,uni_emu")
+    assert again.count("exists, skipped") == 2 and "test MRR" not in again
+
+    run("figures", "--figure-dataset", "nations", "--figure-method", "uni_emu")
+    for name in ("fig3_negative_hardness.png", "fig4_negatives_pca.png", "learning_curves_distmult_nations.png",
+                 "headline_emu_gain.png"):
+        assert (out / "figures" / name).stat().st_size > 1000, name
+
+    report = run("report")
+    row = next(line for line in report.splitlines() if line.startswith("| nations | distmult | uni_emu |"))
+    assert f"{records['uni_emu']['test']['mrr']:.3f} / {records['uni_emu']['test']['hits@10']:.3f}" in row
+    assert "| nations | distmult | san | not run |" not in report  # no paper value and no result: no row
