@@ -155,3 +155,29 @@ def test_row_lookup_matches_embedding_in_value_and_gradient(shape):
     sparse_grad, = torch.autograd.grad((sparse * weights).sum(), table)
     assert sparse_grad.is_sparse
     torch.testing.assert_close(sparse_grad.to_dense(), grad_want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", list(MODELS))
+def test_gradient_is_finite_where_query_and_candidate_coincide(name, dtype):
+    # a coordinate at distance 0 (or one whose square underflows) once made RotatE's
+    # sqrt return an infinite derivative, and inf * 0 turned the whole step into NaN
+    model = _tiny(name).to(dtype)
+    h, r = model.entity[:2].detach(), model.relation[:2].detach()
+    q = model.query(h, r, "tail").detach()
+    t = q[:, :model.entity.shape[1]] if name == "rotate" else torch.zeros_like(h)
+    for cand in (t.clone(), t + 1e-30, torch.zeros_like(h)):
+        cand.requires_grad_(True)
+        qq = (torch.zeros_like(q) if cand.abs().max() == 0 and name == "rotate" else q).requires_grad_(True)
+        model.match(qq, cand).sum().backward()
+        assert torch.isfinite(qq.grad).all() and torch.isfinite(cand.grad).all()
+    if name == "rotate":
+        # at distance 0 the score is gamma, up to the clamp (at most 1e-19 per coordinate)
+        assert model.match(q, q).sub(6.0).abs().max() < 1e-18
+
+
+def test_complex_n3_factors_have_finite_gradients_at_zero():
+    model = _tiny("complex")
+    x = torch.zeros(3, model.entity.shape[1], requires_grad=True)
+    sum(f.sum() for f in model.n3_factors(x, x, x)).backward()
+    assert torch.isfinite(x.grad).all()

@@ -25,6 +25,19 @@ from torch import nn
 BLOCK_ELEMENTS = 1 << 19
 
 
+def modulus(re, im):
+    """``sqrt(re^2 + im^2)`` elementwise, with a zero (not NaN) gradient where it is 0.
+
+    ``sqrt``'s derivative is infinite at 0 and ``inf * 0`` is NaN: one coordinate
+    whose query and candidate coincide (or whose squares underflow, as rows that
+    only an L3 penalty touches shrink towards 0) would turn a whole step's
+    gradient into NaN. Clamping the square at float's smallest normal number
+    changes the value by at most 1e-19 and stops the gradient there.
+    """
+    sq = re * re + im * im
+    return sq.clamp_min_(torch.finfo(sq.dtype).tiny).sqrt()
+
+
 def blocked(fn, q, shared, per_row=(), per_chunk=()):
     """Apply ``fn`` over row blocks of the ``(C, c, ...)`` layout and reassemble ``(C, c, N)``.
 

@@ -6,7 +6,7 @@ interleaved, as in the reference code.
 
 import torch
 
-from ._base import EmbeddingModel, _split
+from ._base import EmbeddingModel, _split, modulus
 
 
 class ComplEx(EmbeddingModel):
@@ -29,8 +29,4 @@ class ComplEx(EmbeddingModel):
         return (q * cand).sum(-1)
 
     def n3_factors(self, h, r, t):
-        def modulus(x):
-            re, im = _split(x, 2)
-            return torch.sqrt(re * re + im * im)
-
-        return (modulus(h), modulus(r), modulus(t))
+        return tuple(modulus(*_split(x, 2)) for x in (h, r, t))

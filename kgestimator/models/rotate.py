@@ -2,7 +2,7 @@
 
 import torch
 
-from ._base import EmbeddingModel, _split, phases
+from ._base import EmbeddingModel, _split, modulus, phases
 
 
 class RotatE(EmbeddingModel):
@@ -23,5 +23,4 @@ class RotatE(EmbeddingModel):
     def match(self, q, cand):
         q_re, q_im = _split(q, 2)
         c_re, c_im = _split(cand, 2)
-        d_re, d_im = q_re - c_re, q_im - c_im
-        return self.gamma - torch.sqrt(d_re * d_re + d_im * d_im).sum(-1)
+        return self.gamma - modulus(q_re - c_re, q_im - c_im).sum(-1)
