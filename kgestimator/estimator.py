@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import data as kgdata
 from . import distributed as kgdist
 from ._progress import epoch_progress, logger
-from ._utils import make_generator, resolve_device, to_numpy
+from ._utils import make_generator, resolve_device, resolve_mixed_precision, to_numpy
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
@@ -179,6 +179,15 @@ class KGEmbedder(BaseEstimator):
         the step cost stops growing with the number of entities. Sparse Adam is
         "lazy": rows absent from a batch keep their moments, which changes the
         optimisation slightly. Not available with ``regularizer='l3'``.
+    mixed_precision : {False, True, 'auto'}, default=False
+        Run the training steps' forward passes under ``torch.autocast`` in
+        bfloat16: matrix products and linear layers compute in bfloat16, while
+        weights, optimiser state, softmax and loss stay float32 (bfloat16 needs
+        no loss scaling). ``'auto'`` turns it on for CUDA devices with bfloat16
+        support only. On a CPU it is faster only where the processor has
+        bfloat16 matrix units (AMX, AVX512-BF16); see the README's speed notes.
+        Evaluation, ``predict_topk`` and ``score_samples`` always score in
+        float32, since bfloat16 scores would tie and blur the filtered ranks.
     device : str, default='auto'
         ``'auto'`` uses CUDA when available.
     random_state : int, RandomState instance or None, default=None
@@ -275,7 +284,7 @@ class KGEmbedder(BaseEstimator):
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
                  learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
-                 compile=False, sparse=False, device="auto", random_state=None, verbose=0,
+                 compile=False, sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
                  checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False):
         self.model = model
         self.dim = dim
@@ -306,6 +315,7 @@ class KGEmbedder(BaseEstimator):
         self.validation_fraction = validation_fraction
         self.compile = compile
         self.sparse = sparse
+        self.mixed_precision = mixed_precision
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -354,6 +364,7 @@ class KGEmbedder(BaseEstimator):
         _check_number("verbose", self.verbose, 0, integer=True)
         _check_choice("compile", self.compile, ("auto", True, False))
         _check_choice("sparse", self.sparse, (True, False))
+        _check_choice("mixed_precision", self.mixed_precision, ("auto", True, False))
         if self.sparse and self.regularizer == "l3":
             raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
                              "L3 penalty gives every row a gradient; use regularizer='n3'.")
@@ -480,6 +491,7 @@ class KGEmbedder(BaseEstimator):
         main = ctx is None or ctx.is_main
         n_threads = torch.get_num_threads()
         cfg = self._config(emu_params, labels.shape[0])
+        cfg.mixed_precision = resolve_mixed_precision(self.mixed_precision, device)
         valid_labels = None
         if self.early_stopping and valid is None:
             from .model_selection import train_test_split_triples

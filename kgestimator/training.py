@@ -57,6 +57,7 @@ class TrainConfig:
     patience: int = 3
     compile: bool = False
     sparse: bool = False
+    mixed_precision: bool = False
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -548,7 +549,9 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
                     optimizer = _optimizer(cfg, model, True)
                 i = run.pos
                 idx = run.perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=triples.device) % n]
-                loss = one_step(triples[idx], run.step)
+                with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
+                    loss = one_step(triples[idx], run.step)
+                loss = loss.float()
                 if sync is None and not torch.isfinite(loss):
                     raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, step "
                                       f"{run.step + 1}", run, model, cfg, checkpoint)
