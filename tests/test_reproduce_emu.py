@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -80,6 +81,14 @@ def test_cells_resume_and_feed_figures_and_report(tmp_path):
     for name in ("fig3_negative_hardness.png", "fig4_negatives_pca.png", "learning_curves_distmult_nations.png",
                  "headline_emu_gain.png"):
         assert (out / "figures" / name).stat().st_size > 1000, name
+    # fitted models are not committed: without them the figures that need only the JSON are still drawn
+    shutil.rmtree(out / "models")
+    shutil.rmtree(out / "figures")
+    proc = subprocess.run([sys.executable, SCRIPT, "figures", "--figure-dataset", "nations", "--figure-method",
+                           "uni_emu", *common], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0 and "Fig. 3 and 4 skipped" in proc.stderr, proc.stderr[-3000:]
+    assert not (out / "figures" / "fig3_negative_hardness.png").exists()
+    assert (out / "figures" / "headline_emu_gain.png").stat().st_size > 1000
 
     report = run("report")
     row = next(line for line in report.splitlines() if line.startswith("| nations | distmult | uni_emu |"))
