@@ -85,8 +85,8 @@ METHODS = {
 }
 #: the best-performing alternative to the 'auto' (Table 5) EMU setting, per model, in the headline plot
 EMU_ALT = {"distmult": "uni_emu_t12", "complex": "uni_emu_script"}
-#: Table 8's uni_emu under each candidate EMU setting (paper MRR / H@10 of DistMult on FB15k-237)
-PAPER_SETTINGS = {"uni_emu": (.332, .513), "uni_emu_t12": (.333, .513), "uni_emu_script": None}
+#: the candidate EMU settings of ALGORITHMS.md section 10.2, compared in the report
+EMU_SETTINGS = ("uni_emu", "uni_emu_t12", "uni_emu_script")
 BASELINES = ("uni", "san")
 
 #: paper values, (MRR, Hits@10): Table 8 (and 2, 13 for the EMU/w/o EMU columns), ALGORITHMS.md section 8
@@ -177,7 +177,7 @@ def run_cell(c, args):
     if c["model"] == "distmult" and c["dim"] == 100:
         os.makedirs(models_dir(), exist_ok=True)
         joblib.dump(est, model_path(c))
-    return {"cell": c, "params": {k: v for k, v in params.items()}, "emu_params": est.emu_params_,
+    return {"cell": c, "params": params, "emu_params": est.emu_params_,
             "steps_per_epoch": steps_per_epoch, "epochs_run": len(est.history_),
             "valid_size": len(valid), "best_epoch": best["epoch"], "best_step": best.get("step"),
             "best_valid_mrr": best["valid_mrr"], "fit_seconds": fit_s, "test_seconds": test_s,
@@ -301,10 +301,9 @@ def figures(args):
     histories = {}
     for method, label in (("uni", "uniform"), ("uni_emu", "EMU, Table 5 ('auto')"),
                           ("uni_emu_t12", "EMU, Table 12 setting")):
-        path = cell_path(cell(name, "distmult", method, 100, args.seeds[0], steps))
-        if os.path.exists(path):
-            with open(path) as fh:
-                histories[label] = json.load(fh)["history"]
+        rec = _load(cell(name, "distmult", method, 100, args.seeds[0], steps))
+        if rec is not None:
+            histories[label] = rec["history"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     plot_learning_curves(histories, ax=ax)
     ax.set_title(f"DistMult on {name}, {steps:,} steps")
@@ -401,15 +400,19 @@ def _fmt(record, paper):
 
 def report(args):
     """Print the Markdown tables of BENCHMARKS.md section 8 from the JSON results."""
+    steps, seed = args.steps, args.seeds[0]
+
+    def get(dataset, model, method, dim=100, budget=steps):
+        return _load(cell(dataset, model, method, dim, seed, budget))
+
     lines = ["#### Table 8 / 9: filtered test MRR / Hits@10 (ours, then the paper's)", "",
              "| dataset | model | method | ours | paper | ours: best valid MRR (step) | fit s | ms/step |",
              "|---|---|---|---|---|---|---|---|"]
     for d in args.datasets:
         for m in LR:
-            steps = args.steps
             for meth in ("uni", "uni_emu", "san", "san_emu"):
                 paper = PAPER_T8.get((d, m), {}).get(meth)
-                rec = _load(cell(d, m, meth, 100, 0, steps))
+                rec = get(d, m, meth)
                 if rec is None and paper is None:
                     continue
                 ours, theirs = _fmt(rec, paper)
@@ -417,7 +420,7 @@ def report(args):
                          f"{rec['best_valid_mrr']:.3f} ({rec['best_step']}) | {rec['fit_seconds']:.0f} | "
                          f"{1000 * rec['seconds_per_step']:.0f}")
                 lines.append(f"| {d} | {m} | {meth} | {ours} | {theirs} | {extra} |")
-    san = [(meth, _load(cell("FB15k-237", "distmult", meth, 100, 0, args.san_steps)))
+    san = [(meth, get("FB15k-237", "distmult", meth, budget=args.san_steps))
            for meth in ("uni", "uni_emu", "san", "san_emu")]
     if any(rec for _, rec in san):
         lines += ["", f"#### SAN against uniform at {args.san_steps:,} steps: DistMult, FB15k-237", "",
@@ -426,13 +429,12 @@ def report(args):
             ours, theirs = _fmt(rec, PAPER_T8[("FB15k-237", "distmult")][meth])
             extra = "– | –" if rec is None else f"{rec['fit_seconds']:.0f} | {1000 * rec['seconds_per_step']:.0f}"
             lines.append(f"| {meth} | {ours} | {theirs} | {extra} |")
-    steps = args.steps
     lines += ["", "#### Which EMU setting (ALGORITHMS.md section 10.2)", "",
               "| dataset | model | method | ours | paper (Table 8) |", "|---|---|---|---|---|"]
     for d in args.datasets:
         for m in ("distmult", "complex"):
-            for meth in ("uni", *PAPER_SETTINGS):
-                rec = _load(cell(d, m, meth, 100, 0, steps))
+            for meth in ("uni", *EMU_SETTINGS):
+                rec = get(d, m, meth)
                 if rec is not None:
                     paper = PAPER_T8.get((d, m), {}).get("uni" if meth == "uni" else "uni_emu")
                     lines.append(f"| {d} | {m} | {meth} | {' | '.join(_fmt(rec, paper))} |")
@@ -440,20 +442,20 @@ def report(args):
                                   ("Table 2: EMU vs MIXUP, DistMult, FB15k-237", PAPER_T2, PAPER_T2)):
         lines += ["", f"#### {title}", "", "| method | ours | paper |", "|---|---|---|"]
         for meth in methods:
-            ours, theirs = _fmt(_load(cell("FB15k-237", "distmult", meth, 100, 0, steps)), paper[meth])
+            ours, theirs = _fmt(get("FB15k-237", "distmult", meth), paper[meth])
             lines.append(f"| {meth} | {ours} | {theirs} |")
     lines += ["", "#### Budget: DistMult, FB15k-237, 10,000 vs 30,000 steps", "",
               "| method | steps | ours | best valid MRR (step) | fit s |", "|---|---|---|---|---|"]
     for meth in ("uni", "uni_emu", "uni_emu_t12"):
         for budget in (10000, 30000):
-            rec = _load(cell("FB15k-237", "distmult", meth, 100, 0, budget))
+            rec = get("FB15k-237", "distmult", meth, budget=budget)
             if rec is not None:
                 lines.append(f"| {meth} | {budget:,} | {_fmt(rec, None)[0]} | {rec['best_valid_mrr']:.3f} "
                              f"({rec['best_step']}) | {rec['fit_seconds']:.0f} |")
     lines += ["", "#### Table 1: embedding dimension, DistMult, FB15k-237", "",
               "| method | d | ours | paper | fit s |", "|---|---|---|---|---|"]
     for meth, dim in T1_ROWS:
-        rec = _load(cell("FB15k-237", "distmult", meth, dim, 0, steps))
+        rec = get("FB15k-237", "distmult", meth, dim)
         ours, theirs = _fmt(rec, PAPER_T1.get((meth, dim)))
         lines.append(f"| {meth} | {dim} | {ours} | {theirs} | {'–' if rec is None else round(rec['fit_seconds'])} |")
     for path in sorted(glob.glob(os.path.join(RESULTS, "table12_grid_*.json")),

@@ -184,8 +184,8 @@ class KGEmbedder(BaseEstimator):
         bfloat16: matrix products and linear layers compute in bfloat16, while
         weights, optimiser state, softmax and loss stay float32 (bfloat16 needs
         no loss scaling). ``'auto'`` turns it on for CUDA devices with bfloat16
-        support only. On a CPU it is faster only where the processor has
-        bfloat16 matrix units (AMX, AVX512-BF16); see the README's speed notes.
+        support only. On a 2-core CPU with bfloat16 matrix units (AMX) it made
+        FB15k-237 steps only 1.03-1.15x faster; see the README's speed notes.
         Evaluation, ``predict_topk`` and ``score_samples`` always score in
         float32, since bfloat16 scores would tie and blur the filtered ranks.
     device : str, default='auto'
@@ -429,11 +429,12 @@ class KGEmbedder(BaseEstimator):
                 raise ValueError(f"The {name!r} parameter is not supported with model='nbfnet' "
                                  f"({name}={getattr(self, name)!r}): {why}.")
 
-    def _config(self, emu_params, n_train):
+    def _config(self, emu_params, n_train, device):
         compile_ = self.compile if self.compile != "auto" else n_train >= COMPILE_MIN_TRIPLES
         compile_ = compile_ and not is_path_based(MODELS[self.model])
         return TrainConfig(
             compile=bool(compile_), sparse=bool(self.sparse),
+            mixed_precision=resolve_mixed_precision(self.mixed_precision, device),
             n_negatives=self.n_negatives, batch_size=self.batch_size, neg_chunk=self.neg_chunk_size,
             n_epochs=self.n_epochs, max_steps=self.max_steps, learning_rate=float(self.learning_rate),
             optimizer=self.optimizer, loss=self.loss,
@@ -490,8 +491,7 @@ class KGEmbedder(BaseEstimator):
             random_state = kgdist.shared_seed(self.random_state, ctx, device)
         main = ctx is None or ctx.is_main
         n_threads = torch.get_num_threads()
-        cfg = self._config(emu_params, labels.shape[0])
-        cfg.mixed_precision = resolve_mixed_precision(self.mixed_precision, device)
+        cfg = self._config(emu_params, labels.shape[0], device)
         valid_labels = None
         if self.early_stopping and valid is None:
             from .model_selection import train_test_split_triples

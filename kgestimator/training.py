@@ -551,6 +551,8 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
                 idx = run.perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=triples.device) % n]
                 with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
                     loss = one_step(triples[idx], run.step)
+                # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
+                # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
                 loss = loss.float()
                 if sync is None and not torch.isfinite(loss):
                     raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, step "

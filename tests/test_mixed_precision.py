@@ -94,3 +94,22 @@ def test_resolution_per_device(monkeypatch):
     assert resolve_mixed_precision("auto", cuda) is False
     with pytest.raises(ValueError, match="bfloat16 autocast is not available on cuda"):
         resolve_mixed_precision(True, cuda)
+
+
+def test_nbfnet_steps_run_under_autocast_too(monkeypatch):
+    from kgestimator import make_kg, path_training
+
+    seen = []
+    real = path_training.path_step_loss
+
+    def path_step_loss(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(path_training, "path_step_loss", path_step_loss)
+    kg = make_kg(n_entities=30, n_relations=8, n_triples=400, random_state=0)
+    est = KGEmbedder(model="nbfnet", dim=8, model_params={"n_layers": 2}, loss="bce", n_negatives=8,
+                     batch_size=64, n_epochs=2, emu=True, mixed_precision=True, random_state=0).fit(kg.train)
+    assert seen and set(seen) == {True}
+    assert all(p.dtype == torch.float32 for p in est.model_.parameters())
+    assert np.isfinite(est.history_[-1]["loss"]) and np.isfinite(est.score_samples(kg.test)).all()

@@ -165,10 +165,13 @@ def test_gradient_is_finite_where_query_and_candidate_coincide(name, dtype):
     model = _tiny(name).to(dtype)
     h, r = model.entity[:2].detach(), model.relation[:2].detach()
     q = model.query(h, r, "tail").detach()
-    t = q[:, :model.entity.shape[1]] if name == "rotate" else torch.zeros_like(h)
-    for cand in (t.clone(), t + 1e-30, torch.zeros_like(h)):
-        cand.requires_grad_(True)
-        qq = (torch.zeros_like(q) if cand.abs().max() == 0 and name == "rotate" else q).requires_grad_(True)
+    zero_q, zero_c = torch.zeros_like(q), torch.zeros_like(h)
+    # every distance is 0; a distance of 1e-23 whose square underflows in float32
+    pairs = [(zero_q, zero_c), (zero_q + 1e-23, zero_c)]
+    if q.shape == h.shape:
+        pairs.append((q, q))  # the query itself as the candidate (TransE, RotatE: distance 0)
+    for qq, cand in pairs:
+        qq, cand = qq.clone().requires_grad_(True), cand.clone().requires_grad_(True)
         model.match(qq, cand).sum().backward()
         assert torch.isfinite(qq.grad).all() and torch.isfinite(cand.grad).all()
     if name == "rotate":
