@@ -86,3 +86,8 @@ def n3(factors, n_rows):
 def l3_full(model):
     """"L3" over the whole entity and relation tables, as the RotatE/EMU code adds it."""
     return model.entity.abs().pow(3).sum() + model.relation.abs().pow(3).sum()
+
+
+def l2_full(model):
+    """Squared L2 norm of the whole entity and relation tables (LibKGE's unweighted ``lp`` with ``p = 2``)."""
+    return model.entity.pow(2).sum() + model.relation.pow(2).sum()

@@ -58,6 +58,10 @@ class TrainConfig:
     compile: bool = False
     sparse: bool = False
     mixed_precision: bool = False
+    training: str = "negative_sampling"
+    label_smoothing: float = 0.0
+    lr_scheduler: str | None = None
+    lr_scheduler_params: dict = field(default_factory=dict)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -259,7 +263,7 @@ def _score_negatives(model, pairwise, q, ids, neg, fake):
     """Scores ``(C, c, N)`` of the queries against the negatives ``ids`` (embedded as
     ``neg``, or None where they are scored against the whole table) and ``fake``."""
     if neg is None:
-        scores = (q.view(q.shape[0], -1) @ model.entity.t()).gather(1, ids).unsqueeze(1)
+        scores = (q.view(q.shape[0], -1) @ model.entity_table().t()).gather(1, ids).unsqueeze(1)
     else:
         scores = pairwise(q, neg)
     if fake is not None:
@@ -289,8 +293,9 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
     if cfg.emu and (emu_ids is not None or full_table):
         wanted.append(neg_ids if emu_ids is None else emu_ids)
     anchor, pos, *cands = _lookup(model, *wanted)
-    rel = model.relations(batch[..., 1])
-    q = model.query(anchor, rel, side)
+    rel_ids, query_side = model.orient(batch[..., 1], side)   # reciprocal: head queries on r^-1
+    rel = model.relations(rel_ids)
+    q = model.query(anchor, rel, query_side)
     pos_scores = model.match(q, pos)            # (C, c)
 
     fake = _generate(sampler, flat, side, model, anchor, q, generator, train=True)
@@ -347,11 +352,20 @@ def step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_dist
     if cfg.emu:
         emu_logits = torch.cat([p[1] for p in parts])
         loss = emu_loss(cfg, loss, emu_logits)
+    factors = None
     if cfg.regularizer == "n3":
         factors = [torch.cat([p[2][i].reshape(-1, p[2][i].shape[-1]) for p in parts]) for i in range(3)]
-        loss = loss + cfg.reg_weight * losses.n3(factors, logits.shape[0])
-    elif cfg.regularizer == "l3":
-        loss = loss + cfg.reg_weight * losses.l3_full(model)
+    return regularization(cfg, model, loss, factors, logits.shape[0])
+
+
+def regularization(cfg, model, loss, factors, n_rows):
+    """``loss`` plus the regulariser: N3 over the step's ``factors`` (``n_rows`` queries), L3/L2 over the tables."""
+    if cfg.regularizer == "n3":
+        return loss + cfg.reg_weight * losses.n3(factors, n_rows)
+    if cfg.regularizer == "l3":
+        return loss + cfg.reg_weight * losses.l3_full(model)
+    if cfg.regularizer == "l2":
+        return loss + cfg.reg_weight * losses.l2_full(model)
     return loss
 
 
@@ -495,11 +509,19 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
         When the loss or the weights stop being finite; the model is left with
         the last finite weights there are (see the message).
     """
-    n = triples.shape[0]
-    batch_size = min(cfg.batch_size, n)
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
-    if is_path_based(model):
+    rows = triples   # what an epoch goes through: triples, or KvsAll's distinct queries
+    if not is_path_based(model):
+        model.sparse = cfg.sparse
+    model.dropout_generator = generator
+    if cfg.training != "negative_sampling":
+        from .lcwa import LCWAStep
+
+        lcwa = LCWAStep(model, triples, cfg)
+        rows = lcwa.rows
+
+        def one_step(batch, step):
+            return lcwa(batch, step, generator)
+    elif is_path_based(model):
         # NBFNet: strict negatives, edge removal, one propagation per batch
         from .path_training import path_step_loss
 
@@ -508,12 +530,23 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
         def one_step(batch, step):
             return path_step_loss(model, sampler, cfg, batch, step, generator, known)
     else:
-        model.sparse = cfg.sparse
         pairwise = pairwise_fn(model, cfg.compile)
         masked_distance = masked_distance_fn(model, cfg.compile) if cfg.emu else None
 
         def one_step(batch, step):
             return step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_distance)
+    n = rows.shape[0]
+    batch_size = min(cfg.batch_size, n)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
+    schedule = None
+    if cfg.lr_scheduler is not None:
+        if cfg.lr_scheduler == "plateau" and validate is None:
+            raise ValueError("lr_scheduler='plateau' follows the validation MRR, and there are no validation "
+                             "triples: pass valid= to fit, or set early_stopping=True, or use 'cosine'.")
+        from .schedules import LRSchedule
+
+        schedule = LRSchedule(cfg.lr_scheduler, cfg.lr_scheduler_params, cfg.learning_rate, total_steps)
     switch_at = total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None
     n_gen = _n_generated(sampler)
     if n_gen >= cfg.n_negatives:
@@ -528,18 +561,23 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
     optimizer = _optimizer(cfg, model, run.switched)
     if saved is not None:
         optimizer.load_state_dict(saved[1]["optimizer"])
+        if schedule is not None:
+            schedule.load_state_dict(saved[0]["run"]["lr_schedule"])
     del saved
 
     def save():
         if not _finite(model):
             raise _non_finite(f"The weights became non-finite by step {run.step}", run, model, cfg, checkpoint)
-        checkpoint.save(*_snapshot(run, model, optimizer, generator, sampler))
+        meta, state = _snapshot(run, model, optimizer, generator, sampler)
+        if schedule is not None:
+            meta = {**meta, "lr_schedule": schedule.state_dict()}
+        checkpoint.save(meta, state)
 
     try:
         while not run.done:
             if run.perm is None:
                 run.epoch, run.pos, run.n_steps, run.seconds = run.epoch + 1, 0, 0, 0.0
-                run.perm = torch.randperm(n, generator=generator, device=triples.device)
+                run.perm = torch.randperm(n, generator=generator, device=rows.device)
                 run.loss_sum = torch.zeros((), device=triples.device)
             model.train()
             t0 = time.perf_counter()
@@ -550,7 +588,7 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
                 i = run.pos
                 idx = run.perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=triples.device) % n]
                 with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
-                    loss = one_step(triples[idx], run.step)
+                    loss = one_step(rows[idx], run.step)
                 # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
                 # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
                 loss = loss.float()
@@ -569,6 +607,8 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
                 optimizer.step()
                 run.loss_sum += loss.detach()
                 run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
+                if schedule is not None:
+                    schedule.after_step(run.step, optimizer)
                 if checkpoint is not None and checkpoint.due(run.step):
                     now = time.perf_counter()
                     run.seconds, t0 = run.seconds + now - t0, now
@@ -583,6 +623,9 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
             if validate is not None and (run.epoch % cfg.eval_every == 0 or last):
                 score = validate()
                 record["valid_mrr"] = score
+                if schedule is not None:
+                    schedule.after_validation(score, optimizer)
+                    record["lr"] = schedule.lr
                 if score > run.best:
                     run.best, run.best_epoch, run.bad_evals = score, run.epoch, 0
                     if cfg.early_stopping:

@@ -39,15 +39,25 @@ def is_path_based(model):
     return bool(getattr(model, "path_based", False))
 
 
-def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, generator=None):
-    """Build the model ``name``; ``model_params`` are its own keyword arguments (checked by name)."""
+def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, generator=None, reciprocal=False):
+    """Build the model ``name``; ``model_params`` are its own keyword arguments (checked by name).
+
+    ``reciprocal``: embedding models get ``2 * n_relations`` relation rows, the
+    second half for the inverse relations (``EmbeddingModel.orient``). NBFNet
+    always answers head queries on inverse relations, so it ignores the flag.
+    """
     params = dict(model_params or {})
     unknown = sorted(set(params) - set(model_param_names(name)))
     if unknown:
         accepted = model_param_names(name)
         raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={name!r} does not take; "
                          f"it takes {accepted if accepted else 'none'}.")
-    return MODELS[name](n_entities, n_relations, dim, gamma, generator=generator, **params)
+    cls = MODELS[name]
+    if reciprocal and not is_path_based(cls):
+        model = cls(n_entities, 2 * n_relations, dim, gamma, generator=generator, **params)
+        model.reciprocal = True
+        return model
+    return cls(n_entities, n_relations, dim, gamma, generator=generator, **params)
 
 
 __all__ = ["MODELS", "EMBEDDING_MODELS", "EmbeddingModel", "TransE", "DistMult", "ComplEx", "RotatE", "HAKE",
