@@ -15,7 +15,7 @@ PyKEEN calls the family LCWA (local closed-world assumption), LibKGE
 
 Memory. A step holds ``Q x n_entities`` scores (``Q`` queries). While that is
 at most ``SCORE_ELEMENTS`` the scores are one matrix product (bilinear models)
-and autograd keeps them. Beyond it the entity axis is cut into chunks of
+and autograd keeps them (with the softmax and the gradient: a few such blocks). Beyond it the entity axis is cut into chunks of
 ``SCORE_ELEMENTS / Q`` entities: a first no-grad pass gathers each row's
 log-sum-exp, then each chunk's contribution to the gradient,
 ``(c_i softmax_ik - w_ik) * s_ik``, goes through ``torch.utils.checkpoint``, so
@@ -140,21 +140,21 @@ class LCWAStep:
         eps = cfg.label_smoothing
         if cfg.loss == "bce":
             def targets(lo, hi):
-                return (1.0 - eps) * labels(lo, hi) + eps / n
+                return labels(lo, hi).mul_(1.0 - eps).add_(eps / n)
 
             loss = chunked_bce(score, targets, Q, n)
         else:
             norm = (1.0 - eps) * counts + eps
 
             def weights(lo, hi):
-                return ((1.0 - eps) * labels(lo, hi) + eps / n) / norm.unsqueeze(1)
+                return labels(lo, hi).mul_(1.0 - eps).add_(eps / n).div_(norm.unsqueeze(1))
 
             loss = chunked_softmax_loss(score, weights, torch.ones(Q, device=batch.device), Q, n)
         if emu_score is not None:
             beta = cfg.beta if cfg.uls else 0.0
 
             def uls_weights(lo, hi):
-                return beta + (1.0 - beta) * labels(lo, hi)
+                return labels(lo, hi).mul_(1.0 - beta).add_(beta)
 
             emu = chunked_softmax_loss(emu_score, uls_weights,
                                        torch.full((Q,), 1.0 + beta * (n - 1), device=batch.device), Q, n)
@@ -273,13 +273,15 @@ def chunked_softmax_loss(score, weights, scale, n_rows, n):
             s = score(lo, hi)
             part = torch.logsumexp(s.float(), 1)
             lse = part if lse is None else torch.logaddexp(lse, part)
-            weighted = weighted + (weights(lo, hi) * s).sum(1)
+            weighted = weighted + (weights(lo, hi).mul_(s)).sum(1)
         value = (scale * lse - weighted).mean()
 
     def contribution(lo, hi):
         s = score(lo, hi)
-        grad = scale.unsqueeze(1) * torch.exp(s.detach().float() - lse.unsqueeze(1)) - weights(lo, hi)
-        return (grad * s).sum() / n_rows
+        # d loss / d s, built in place: a chunk holds its scores and this one more block
+        grad = s.detach().float() - lse.unsqueeze(1)
+        grad.exp_().mul_(scale.unsqueeze(1)).sub_(weights(lo, hi))
+        return torch.dot(grad.view(-1), s.float().reshape(-1)) / n_rows
 
     surrogate = sum(checkpoint(contribution, lo, hi, use_reentrant=False) for lo, hi in chunks)
     return value + surrogate - surrogate.detach()
