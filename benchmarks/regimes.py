@@ -5,6 +5,7 @@ One command per cell (a table row is one or two cells); every cell is resumable:
     python benchmarks/regimes.py list                      # the cells and their parameters
     python benchmarks/regimes.py run CELL [CELL ...]       # train + evaluate; skips finished cells
     python benchmarks/regimes.py run CELL --epochs 3 --tag short   # a short check, own JSON/checkpoint
+    python benchmarks/regimes.py run CELL --max-steps 1000 --tag s1000
     python benchmarks/regimes.py report                    # the table from the JSON files
     python benchmarks/regimes.py memory                    # 1vsAll step memory at 1e5 and 1e6 entities
     python benchmarks/regimes.py throughput                # 1vsAll vs sampled epoch, ComplEx, FB15k-237
@@ -67,7 +68,8 @@ def _path(results, name, tag):
     return os.path.join(results, f"{name}{'@' + tag if tag else ''}.json")
 
 
-def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0, eval_every=None):
+def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0, eval_every=None,
+             max_steps=None):
     from kgestimator import KGEmbedder, load_dataset
 
     out = _path(results, name, tag)
@@ -81,6 +83,8 @@ def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0
         params["eval_every"] = min(params.get("eval_every", 5), epochs)
     if eval_every is not None:
         params["eval_every"] = eval_every
+    if max_steps is not None:
+        params["max_steps"] = max_steps
     ckpt = os.path.join(results, "ckpt", f"{name}{'@' + tag if tag else ''}")
     data = load_dataset(dataset)
     est = KGEmbedder(**params, checkpoint_dir=ckpt, checkpoint_every=checkpoint_steps)
@@ -228,6 +232,7 @@ def main():
     p.add_argument("--checkpoint-steps", type=int, default=2000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=None, help="override eval_every (epochs)")
+    p.add_argument("--max-steps", type=int, default=None, help="a step budget instead of the epochs (a short check)")
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--rounds", type=int, default=3)
@@ -242,7 +247,8 @@ def main():
         if unknown or not args.cells:
             sys.exit(f"unknown or no cells {unknown}; see `python {sys.argv[0]} list`")
         for name in args.cells:
-            run_cell(name, args.results, args.epochs, args.tag, args.checkpoint_steps, args.seed, args.eval_every)
+            run_cell(name, args.results, args.epochs, args.tag, args.checkpoint_steps, args.seed, args.eval_every,
+                     args.max_steps)
     elif args.command == "report":
         report(args.results)
     elif args.command == "memory":
