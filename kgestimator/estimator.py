@@ -97,7 +97,9 @@ class KGEmbedder(BaseEstimator):
         string: for NBFNet ``n_layers`` (6), ``aggregate`` ('pna' or 'sum'),
         ``message`` ('distmult' or 'transe'), ``dependent`` (False),
         ``layer_norm`` (True), ``short_cut`` (True), ``remove_one_hop`` (False)
-        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``.
+        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``;
+        for every embedding model ``init_scale``, the initial uniform range
+        ``[-init_scale, init_scale]`` instead of ``(gamma + 2) / dim`` (kbc starts near 1e-3).
     sampler : str or sampler object, default='uniform'
         ``'uniform'`` (alternating head/tail corruption), ``'bernoulli'``,
         ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
