@@ -506,14 +506,14 @@ def _summary(obj):
 
 
 def _list(args, out):
-    from .estimator import LOSSES
+    from .losses import LOSSES
     from .models import MODELS
     from .samplers import SAMPLERS
 
     sections = {
         "models (--model)": {name: f"{cls.__name__}: {_summary(cls)}" for name, cls in MODELS.items()},
         "samplers (--sampler)": {name: _summary(cls) for name, cls in SAMPLERS.items()},
-        "losses (--loss)": LOSSES,
+        "losses (--loss)": {name: _summary(fn) for name, fn in LOSSES.items()},
     }
     width = max(len(name) for entries in sections.values() for name in entries)
     for title, entries in sections.items():

@@ -12,6 +12,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
 from . import distributed as kgdist
+from . import persistence
+from .losses import LOSSES as LOSS_FUNCTIONS
+from .losses import describe as describe_loss
 from ._progress import epoch_progress, logger
 from ._utils import make_generator, resolve_device, resolve_mixed_precision, to_numpy
 from .checkpoint import Checkpointer, fingerprint
@@ -39,15 +42,8 @@ EMU_DEFAULTS = {
     "nbfnet": (1.0, 0.94, 0.25),
 }
 
-#: loss name -> one line for ``kgestimator list``
-LOSSES = {
-    "ce": "softmax cross-entropy over [positive, negatives]; the EMU code path",
-    "logistic": "negative-sampling logistic loss, negatives averaged",
-    "self_adversarial": "logistic loss with negatives weighted by softmax(adversarial_temperature * "
-                        "score) (RotatE)",
-    "bce": "binary cross-entropy, negatives weighted by softmax(adversarial_temperature * score) "
-           "(NBFNet's loss)",
-}
+#: loss name -> one line for ``kgestimator list`` (the registry is :data:`kgestimator.losses.LOSSES`)
+LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
 REGULARIZERS = (None, "n3", "l3")
@@ -812,9 +808,7 @@ class KGEmbedder(BaseEstimator):
         The file holds tensors, JSON metadata and a SHA-256 checksum, and is
         written atomically (temporary file, then rename). Read it with :meth:`load`.
         """
-        from .persistence import save
-
-        save(self, path)
+        persistence.save(self, path)
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -844,9 +838,7 @@ class KGEmbedder(BaseEstimator):
         FileNotFoundError
             When ``path`` does not exist.
         """
-        from .persistence import load
-
-        return load(path, device=device)
+        return persistence.load(path, cls, device=device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
