@@ -24,6 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
+# the rest of the package (torch, scikit-learn) is imported inside the commands, so that
+# `kgestimator --help` and argument errors answer at once
 from ._cli_params import add_estimator_arguments, estimator_params, flag_message
 
 #: per-model demo settings on ``make_kg(random_state=seed)`` (about 4,800 training
@@ -189,7 +191,7 @@ def _process_group(est):
 
 # ---------------------------------------------------------------------- files
 def _read_triples(args, path):
-    from .data import load_triples
+    from .datasets import load_triples
 
     path = Path(path)
     if not path.is_file():
@@ -208,7 +210,7 @@ def _read_splits(args, source, splits):
     ``nations`` is looked up in the datasets folder
     (:func:`kgestimator.data.dataset_dir`).
     """
-    from .data import dataset_dir
+    from .datasets import dataset_dir
 
     path = Path(source)
     if path.is_file():
@@ -334,7 +336,7 @@ def _checked_estimator(args):
 
     est = _estimator_class()(**estimator_params(args, args.param_names))
     try:
-        est._validate_params()
+        est._check_params()
         make_sampler(est.sampler)
     except (ValueError, TypeError) as exc:
         raise _error(args, flag_message(str(exc))) from None
@@ -549,7 +551,7 @@ def _demo(args, out):
 
 
 def _run_demo(args, out):
-    from .data import make_kg
+    from .datasets import make_kg
     from .estimator import KGEmbedder
 
     kg = make_kg(random_state=args.seed)

@@ -104,7 +104,7 @@ def _rebuild(cls, meta, state, device):
     if isinstance(params["sampler"], dict):
         params["sampler"] = SAMPLERS[params["sampler"]["name"]](**params["sampler"]["params"])
     est = cls(**params)
-    est._validate_params()
+    est._check_params()
     est.entities_ = _labels_from_json(meta["entities"], "entities")
     est.relations_ = _labels_from_json(meta["relations"], "relations")
     n_ent, n_rel = len(est.entities_), len(est.relations_)

@@ -17,50 +17,78 @@ independent sampling.
 import copy
 import math
 import time
-import warnings
 from dataclasses import dataclass, field, fields
 
 import torch
 
 from . import losses, path_training
-from ._utils import compiled
+from ._utils import compiled, resolve_mixed_precision
 from .checkpoint import to_device
 from .filtering import KnownTriples
 from .losses import training_loss
-from .models import EmbeddingModel, is_path_based
+from .models import MODELS, EmbeddingModel, is_path_based
 from .models.transe import masked_l1
 from .mutation import emu_scores
 from .samplers import generate, n_generated, with_generated
 
 
+#: below this many training triples the one-off compile costs more than it saves
+COMPILE_MIN_TRIPLES = 50_000
+
+
 @dataclass
 class TrainConfig:
-    """Resolved training settings (the estimator validates them first)."""
+    """Resolved training settings: built by :func:`make_config` from the estimator's
+    parameters, whose defaults are the only ones (the estimator validates them first)."""
 
-    n_negatives: int = 256
-    batch_size: int = 1000
-    neg_chunk: int = 100
-    n_epochs: int = 100
-    max_steps: int | None = None
-    learning_rate: float = 0.01
-    optimizer: str = "adam"
-    loss: str = "ce"
-    adversarial_temperature: float = 1.0
-    emu: object = False
-    alpha: float = 0.11
-    mutation_ratio: float = 0.61
-    uls: bool = True
-    beta: float = 0.53
-    emu_normalize: bool = True
-    emu_resample: bool = True
-    regularizer: str | None = None
-    reg_weight: float = 0.0
-    early_stopping: bool = False
-    eval_every: int = 5
-    patience: int = 3
-    compile: bool = False
-    sparse: bool = False
-    mixed_precision: bool = False
+    n_negatives: int
+    batch_size: int
+    neg_chunk: int               # the 'neg_chunk_size' parameter
+    n_epochs: int
+    max_steps: int | None
+    learning_rate: float
+    optimizer: str
+    loss: str
+    adversarial_temperature: float
+    emu: object
+    alpha: float
+    mutation_ratio: float
+    uls: bool
+    beta: float
+    emu_normalize: bool
+    emu_resample: bool
+    regularizer: str | None
+    reg_weight: float
+    early_stopping: bool
+    eval_every: int
+    patience: int
+    compile: bool
+    sparse: bool
+    mixed_precision: bool
+
+
+#: TrainConfig fields named differently among the estimator's parameters
+_PARAM_NAMES = {"neg_chunk": "neg_chunk_size"}
+#: fields resolved from more than their parameter (see make_config)
+_RESOLVED = ("alpha", "mutation_ratio", "beta", "compile", "mixed_precision")
+
+
+def make_config(params, emu_params, n_train, device):
+    """The :class:`TrainConfig` of the estimator parameters ``params`` (``get_params(deep=False)``).
+
+    ``emu_params`` holds the resolved ``alpha``, ``mutation_ratio`` and ``beta``;
+    ``compile='auto'`` compiles from :data:`COMPILE_MIN_TRIPLES` training
+    triples on (never for path-based models) and ``mixed_precision`` is
+    resolved for ``device``. Float and bool settings are cast to their type.
+    """
+    compile_ = params["compile"] if params["compile"] != "auto" else n_train >= COMPILE_MIN_TRIPLES
+    values = {"compile": bool(compile_ and not is_path_based(MODELS[params["model"]])),
+              "mixed_precision": resolve_mixed_precision(params["mixed_precision"], device), **emu_params}
+    for f in fields(TrainConfig):
+        if f.name not in _RESOLVED:
+            value = params[_PARAM_NAMES.get(f.name, f.name)]
+            values[f.name] = f.type(value) if f.type in (bool, float) else value
+    return TrainConfig(**values)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -1,7 +1,6 @@
 """Tests for kgestimator.data: validation, encoding, loading, make_kg."""
 
 import re
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -629,12 +628,6 @@ def test_make_kg_split_sizes():
 def test_make_kg_small_graph():
     g = make_kg(n_entities=10, n_relations=1, n_triples=10, patterns="symmetric", random_state=0)
     assert len(g.train) + len(g.valid) + len(g.test) == 10
-
-
-def test_make_kg_fast():
-    start = time.perf_counter()
-    make_kg(random_state=1)
-    assert time.perf_counter() - start < 2.0
 
 
 @pytest.mark.parametrize(
