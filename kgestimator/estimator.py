@@ -497,9 +497,25 @@ class KGEmbedder(BaseEstimator):
             fit_ids, sync = self._distribute(parts, cfg, ctx, device)
         checkpoint = self._checkpointer(parts)
         validate = self._validation(parts, cfg, ctx, device)
-        history = self._train(parts, fit_ids, cfg, validate, checkpoint, sync, ctx, emu_params)
-        if history is None:  # interrupted: fitted with the weights the warning names
+        main = ctx is None or ctx.is_main
+        desc = f"{self.model}{'+EMU' if self.emu else ''}"
+        if main:
+            logger.info("fit %s: %d triples, %d entities, %d relations, device %s%s", desc,
+                        parts.train_ids.shape[0], len(parts.entities), len(parts.relations), device,
+                        "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
+        try:
+            with epoch_progress(desc, self.verbose if main else 0,
+                                None if self.max_steps else self.n_epochs) as progress:
+                history = train(parts.model, fit_ids, parts.sampler, cfg, parts.gen, validate=validate,
+                                progress=progress if main else None, checkpoint=checkpoint, sync=sync)
+        except TrainingInterrupted as stop:
+            self._set_fitted(parts, stop.history, emu_params)
+            warnings.warn(str(stop), UserWarning, stacklevel=2)
             return self
+        except NonFiniteLossError as err:
+            if err.weights_kept:
+                self._set_fitted(parts, err.history, emu_params)
+            raise
         self._set_fitted(parts, history, emu_params)
         if ctx is not None:
             batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
@@ -591,28 +607,6 @@ class KGEmbedder(BaseEstimator):
                                   fingerprint(self.get_params(deep=False), parts.device, data))
         checkpoint.prepare()
         return checkpoint
-
-    def _train(self, parts, fit_ids, cfg, validate, checkpoint, sync, ctx, emu_params):
-        """Run :func:`kgestimator.training.train`; the history, or None after Ctrl-C (then fitted)."""
-        main = ctx is None or ctx.is_main
-        desc = f"{self.model}{'+EMU' if self.emu else ''}"
-        if main:
-            logger.info("fit %s: %d triples, %d entities, %d relations, device %s%s", desc,
-                        parts.train_ids.shape[0], len(parts.entities), len(parts.relations), parts.device,
-                        "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
-        try:
-            with epoch_progress(desc, self.verbose if main else 0,
-                                None if self.max_steps else self.n_epochs) as progress:
-                return train(parts.model, fit_ids, parts.sampler, cfg, parts.gen, validate=validate,
-                             progress=progress if main else None, checkpoint=checkpoint, sync=sync)
-        except TrainingInterrupted as stop:
-            self._set_fitted(parts, stop.history, emu_params)
-            warnings.warn(str(stop), UserWarning, stacklevel=3)
-            return None
-        except NonFiniteLossError as err:
-            if err.weights_kept:
-                self._set_fitted(parts, err.history, emu_params)
-            raise
 
     def _set_fitted(self, parts, history, emu_params):
         self.entities_, self.relations_, self.device_ = parts.entities, parts.relations, parts.device

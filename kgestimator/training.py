@@ -494,7 +494,9 @@ class _Loop:
     generator: object
     checkpoint: object
     sync: object
-    one_step: object             # one_step(batch, step) -> loss
+    known: object                # path-based models: the strict negatives' filter
+    pairwise: object             # embedding models: pairwise_fn and masked_distance_fn
+    masked_distance: object
     optimizer: object
     run: _Run
     batch_size: int
@@ -503,19 +505,13 @@ class _Loop:
     switch_at: int | None        # 'adagrad_then_adam' switches to Adam at this step
 
 
-def _step_fn(model, triples, sampler, cfg, generator):
-    """``one_step(batch, step) -> loss`` for embedding or path-based models.
-
-    The step functions are looked up at call time, so tests can wrap them.
-    """
+def _step_parts(model, triples, sampler, cfg):
+    """``(known, pairwise, masked_distance)``: what the step function of the model needs."""
     if is_path_based(model):
         # NBFNet: strict negatives, edge removal, one propagation per batch
-        known = KnownTriples(triples, model.n_entities, model.n_relations)
-        return lambda batch, step: path_training.path_step_loss(model, sampler, cfg, batch, step, generator, known)
+        return KnownTriples(triples, model.n_entities, model.n_relations), None, None
     model.sparse = cfg.sparse
-    pairwise = pairwise_fn(model, cfg.compile)
-    masked_distance = masked_distance_fn(model, cfg.compile) if cfg.emu else None
-    return lambda batch, step: step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_distance)
+    return None, pairwise_fn(model, cfg.compile), masked_distance_fn(model, cfg.compile) if cfg.emu else None
 
 
 def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None):
@@ -525,7 +521,7 @@ def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None)
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
-    one_step = _step_fn(model, triples, sampler, cfg, generator)
+    known, pairwise, masked_distance = _step_parts(model, triples, sampler, cfg)
     check_generated(sampler, cfg.n_negatives)
     run = _Run()
     saved = checkpoint.load() if checkpoint is not None else None
@@ -534,7 +530,8 @@ def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None)
     optimizer = _optimizer(cfg, model, run.switched)
     if saved is not None:
         optimizer.load_state_dict(saved[1]["optimizer"])
-    return _Loop(model, triples, sampler, cfg, generator, checkpoint, sync, one_step, optimizer, run, batch_size,
+    return _Loop(model, triples, sampler, cfg, generator, checkpoint, sync, known, pairwise, masked_distance,
+                 optimizer, run, batch_size,
                  steps_per_epoch, total_steps, total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None)
 
 
@@ -562,51 +559,49 @@ def _check_loss(loop, loss):
                           run, loop.model, loop.cfg, loop.checkpoint)
 
 
-def _take_step(loop, idx):
-    """One optimiser step on the positives ``triples[idx]``."""
-    run, cfg = loop.run, loop.cfg
-    if run.step == loop.switch_at and not run.switched:
-        run.switched = True
-        loop.optimizer = _optimizer(cfg, loop.model, True)
-    with torch.autocast(loop.triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
-        loss = loop.one_step(loop.triples[idx], run.step)
-    # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
-    # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
-    loss = loss.float()
-    if loop.sync is None:
-        _check_loss(loop, loss)
-    loop.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if loop.sync is not None:
-        # every rank must see the same loss to stop at the same step, hence the
-        # check after the exchange (still before the step: the weights stay finite)
-        loss = loop.sync(loop.model, loss)
-        _check_loss(loop, loss)
-    loop.optimizer.step()
-    run.loss_sum += loss.detach()
-    run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
-
-
 def run_epoch(loop):
     """Train until the end of the current epoch (or of the step budget); return the epoch's record."""
-    run, triples, n = loop.run, loop.triples, loop.triples.shape[0]
+    run, cfg, triples, n, bs = loop.run, loop.cfg, loop.triples, loop.triples.shape[0], loop.batch_size
     if run.perm is None:
         run.epoch, run.pos, run.n_steps, run.seconds = run.epoch + 1, 0, 0, 0.0
         run.perm = torch.randperm(n, generator=loop.generator, device=triples.device)
         run.loss_sum = torch.zeros((), device=triples.device)
     loop.model.train()
     t0 = time.perf_counter()
-    bs = loop.batch_size
     while run.pos < loop.steps_per_epoch and run.step < loop.total_steps:
-        i = run.pos
-        _take_step(loop, run.perm[torch.arange(i * bs, (i + 1) * bs, device=triples.device) % n])
+        if run.step == loop.switch_at and not run.switched:
+            run.switched = True
+            loop.optimizer = _optimizer(cfg, loop.model, True)
+        idx = run.perm[torch.arange(run.pos * bs, (run.pos + 1) * bs, device=triples.device) % n]
+        with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
+            if loop.known is not None:  # path-based
+                loss = path_training.path_step_loss(loop.model, loop.sampler, cfg, triples[idx], run.step,
+                                                    loop.generator, loop.known)
+            else:
+                loss = step_loss(loop.model, loop.pairwise, loop.sampler, cfg, triples[idx], run.step,
+                                 loop.generator, loop.masked_distance)
+        # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
+        # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
+        loss = loss.float()
+        if loop.sync is None:
+            _check_loss(loop, loss)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if loop.sync is not None:
+            # every rank must see the same loss to stop at the same step, hence the
+            # check after the exchange (still before the step: the weights stay finite)
+            loss = loop.sync(loop.model, loss)
+            _check_loss(loop, loss)
+        loop.optimizer.step()
+        run.loss_sum += loss.detach()
+        run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
         if loop.checkpoint is not None and loop.checkpoint.due(run.step):
             now = time.perf_counter()
             run.seconds, t0 = run.seconds + now - t0, now
             _save(loop)
     run.seconds += time.perf_counter() - t0
     if not _finite(loop.model):
-        raise _non_finite(f"The weights became non-finite in epoch {run.epoch}", run, loop.model, loop.cfg,
+        raise _non_finite(f"The weights became non-finite in epoch {run.epoch}", run, loop.model, cfg,
                           loop.checkpoint)
     return {"epoch": run.epoch, "step": run.step, "loss": float(run.loss_sum) / max(1, run.n_steps),
             "seconds": run.seconds}
