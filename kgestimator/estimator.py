@@ -24,7 +24,7 @@ from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .memory import check_training_fits
-from .models import MODELS, is_path_based, make_model, model_param_names
+from .models import MODELS, check_model_params, is_path_based, make_model
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
 from .samplers import UniformSampler, make_sampler, n_generated
@@ -412,11 +412,7 @@ class KGEmbedder(BaseEstimator):
         if not isinstance(params, dict):
             raise ValueError(f"The 'model_params' parameter must be None, a dict or a JSON object string; "
                              f"got {self.model_params!r}.")
-        accepted = model_param_names(self.model)
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={self.model!r} "
-                             f"does not take; it takes {accepted if accepted else 'none'}.")
+        check_model_params(self.model, params)
         if is_path_based(MODELS[self.model]):
             self._check_path_model()
         return params

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sklearn.utils import Bunch
 
-import kgestimator.data as data_module
+import kgestimator.datasets as datasets_module
 from kgestimator.data import (
     build_vocabulary,
     check_triples,
@@ -413,7 +413,7 @@ def test_dataset_dir_nothing_found(tmp_path, monkeypatch):
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
     # Pretend the package lives in a checkout without a shared/ sibling.
-    monkeypatch.setattr(data_module, "__file__", str(tmp_path / "a" / "b" / "kgestimator" / "data.py"))
+    monkeypatch.setattr(datasets_module, "__file__", str(tmp_path / "a" / "b" / "kgestimator" / "datasets.py"))
     with pytest.raises(FileNotFoundError, match="set the KGESTIMATOR_DATA environment variable"):
         dataset_dir("nations")
 
