@@ -205,6 +205,16 @@ def test_download_from_a_mirror(no_local_datasets, toy_remote, tmp_path):
     assert load_dataset(folder).test.tolist() == [["c", "r", "a"]]
 
 
+def test_cli_download_flag(no_local_datasets, toy_remote, capsys):
+    argv = ["train", "toy-remote", "-o", "m.kge", "--dim", "4", "--n-negatives", "1", "--n-epochs", "1", "--quiet"]
+    with pytest.raises(SystemExit):
+        cli.main(argv)
+    assert "--download" in capsys.readouterr().err
+    assert cli.main(argv + ["--download"]) == 0
+    assert "on 2 triples (3 entities, 1 relations)" in capsys.readouterr().out
+    assert (no_local_datasets / "cache" / "toy-remote" / "train.txt").is_file()
+
+
 def test_download_of_an_unknown_name():
     with pytest.raises(ValueError, match="no download is known for dataset 'nope'.*FB15k-237"):
         registry.download_dataset("nope")

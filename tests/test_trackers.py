@@ -118,6 +118,26 @@ def test_mlflow_tracker_leaves_a_run_with_metrics(kg, mlflow_uri):
     _check_model_file(local, est, kg)
 
 
+@pytest.mark.slow  # MLflow builds its database schema: about 15 s
+def test_mlflow_tracker_with_a_local_sqlite_store(kg, tmp_path, monkeypatch):
+    """The store MLflow recommends, as the mlflow extra (with SQLAlchemy and Alembic) opens it."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    pytest.importorskip("alembic")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MLflowTracker(uri, artifact_location=(tmp_path / "artifacts").as_uri())
+    est, metrics = _fit(kg, tracker)
+    client = MlflowClient(uri)
+    assert client.get_run(tracker.run_id_).info.status == "FINISHED"
+    assert {m.step: m.value for m in client.get_metric_history(tracker.run_id_, "loss")} == pytest.approx(
+        _epochs(est, "loss"))
+    assert client.get_run(tracker.run_id_).data.metrics["test_mrr"] == pytest.approx(metrics["mrr"])
+    assert (tmp_path / "artifacts").is_dir() and not (tmp_path / "mlruns").exists()
+
+
 def kg_dir(uri):
     from pathlib import Path
     from urllib.parse import urlparse
