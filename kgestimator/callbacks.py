@@ -12,7 +12,8 @@ A callback is any object with some of these methods (a missing one is skipped;
     After each epoch.
 ``on_fit_end(est)``
     When ``fit`` ends with a fitted estimator (also after a stop from a
-    callback or Ctrl-C): ``est.history_`` and ``est.model_`` are set.
+    callback or Ctrl-C): ``est.history_`` and ``est.model_`` are set. An
+    error raised here comes out of ``fit``, with the estimator already fitted.
 ``on_exception(est, error)``
     When ``fit`` fails after ``on_fit_begin`` (the error is raised again).
 
