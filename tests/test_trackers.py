@@ -85,6 +85,12 @@ def test_tensorboard_tracker_event_file_reads_back(kg, tmp_path):
 
 
 # ---------------------------------------------------------------------- MLflow
+@pytest.fixture(autouse=True)
+def no_mlflow_telemetry(monkeypatch):
+    # tests send nothing anywhere: MLflow 3 reports usage over the network unless told not to
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path, monkeypatch):
     pytest.importorskip("mlflow")
