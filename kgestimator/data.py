@@ -16,7 +16,9 @@ from itertools import repeat
 import numpy as np
 
 # files and synthetic graphs moved to datasets.py; kgestimator.data.load_dataset & co. keep working
-from .datasets import DATA_ENV_VAR, dataset_dir, load_dataset, load_triples, make_kg  # noqa: F401
+from .datasets import (DATA_ENV_VAR, dataset_dir, find_named_dataset, load_dataset,  # noqa: F401
+                       load_triples, make_kg)
+
 
 __all__ = [
     "check_triples",

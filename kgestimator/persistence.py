@@ -53,6 +53,7 @@ def _labels_from_json(obj, name):
 def params_to_json(est):
     """``est.get_params(deep=False)`` as JSON-ready values (sampler objects by registry name)."""
     params = est.get_params(deep=False)
+    params.pop("callbacks", None)  # run-time hooks, not part of the model (load gives None)
     sampler = params["sampler"]
     if not isinstance(sampler, str):
         name = next((k for k, cls in SAMPLERS.items() if type(sampler) is cls), None)
