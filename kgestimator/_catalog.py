@@ -8,9 +8,15 @@ registries, so a registry written in another form fails there, not silently.
 """
 
 import ast
+import importlib
 from pathlib import Path
 
 _ROOT = Path(__file__).resolve().parent
+
+
+def _first_line(doc):
+    lines = (doc or "").strip().splitlines()
+    return lines[0].replace("``", "") if lines else ""
 
 
 def _module_file(module):
@@ -32,8 +38,7 @@ def _class_summary(module, name):
     tree = _parse(module)
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == name:
-            doc = (ast.get_docstring(node) or "").strip().splitlines()
-            return doc[0].replace("``", "") if doc else ""
+            return _first_line(ast.get_docstring(node))
         if isinstance(node, ast.ImportFrom) and node.level == 1 and any(
                 (alias.asname or alias.name) == name for alias in node.names):
             original = next(a.name for a in node.names if (a.asname or a.name) == name)
@@ -70,6 +75,21 @@ def registry(module, name):
 
     walk(_dict_literal(tree, name))
     return entries
+
+
+def imported_registry(module, name):
+    """The same as :func:`registry`, from the imported registry (slow: imports torch)."""
+    entries = getattr(importlib.import_module(f"kgestimator.{module}"), name)
+    return {key: (value.__name__, _first_line(value.__doc__)) if isinstance(value, type) else (None, value)
+            for key, value in entries.items()}
+
+
+def entries(module, name):
+    """:func:`registry`, or :func:`imported_registry` where the source cannot be read (a .pyc-only install)."""
+    try:
+        return registry(module, name)
+    except (OSError, LookupError, SyntaxError, ValueError):
+        return imported_registry(module, name)
 
 
 #: (section title, module, dict name) of each registry that ``kgestimator list`` shows

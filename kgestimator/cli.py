@@ -524,15 +524,15 @@ def _list_arguments(parser):
 
 
 def _list(args, out):
-    from ._catalog import SECTIONS, registry
+    from ._catalog import SECTIONS, entries
 
     sections = {}
     for title, module, name in SECTIONS:
-        entries = sections[title] = {}
-        for key, (cls, text) in registry(module, name).items():
+        lines = sections[title] = {}
+        for key, (cls, text) in entries(module, name).items():
             # models are listed with their class name, unless the summary starts with it already
-            entries[key] = text if cls is None or name != "MODELS" or text.startswith(f"{cls}:") \
-                else f"{cls}: {text}"
+            named = name == "MODELS" and not text.startswith(f"{cls}:")
+            lines[key] = f"{cls}: {text}" if named else text
     width = max(len(name) for entries in sections.values() for name in entries)
     for title, entries in sections.items():
         print(title, file=out)

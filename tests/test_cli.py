@@ -317,23 +317,18 @@ def test_list_names_every_registered_component(capsys):
     assert all(len(line.split()) > 1 for line in lines if line.startswith("  "))  # each has a description
 
 
-def test_list_reads_the_same_entries_as_the_imported_registries():
-    from kgestimator._catalog import SECTIONS, registry
-    from kgestimator.estimator import LOSSES
-    from kgestimator.models import MODELS
-    from kgestimator.samplers import SAMPLERS
+def test_list_reads_the_same_entries_as_the_imported_registries(monkeypatch, capsys):
+    from kgestimator import _catalog
 
-    imported = {"MODELS": MODELS, "SAMPLERS": SAMPLERS, "LOSSES": LOSSES}
-    for _, module, name in SECTIONS:
-        read = registry(module, name)
-        assert list(read) == list(imported[name])  # same keys, same order
-        for key, (cls, text) in read.items():
-            value = imported[name][key]
-            if cls is None:
-                assert text == value
-            else:
-                assert cls == value.__name__
-                assert text == value.__doc__.strip().splitlines()[0].replace("``", "")
+    for _, module, name in _catalog.SECTIONS:
+        read, imported = _catalog.registry(module, name), _catalog.imported_registry(module, name)
+        assert list(read.items()) == list(imported.items())  # same keys, order, classes, summaries
+    # where the source cannot be read, list falls back to the imported registries
+    assert cli.main(["list"]) == 0
+    expected = capsys.readouterr().out
+    monkeypatch.setattr(_catalog, "_module_file", lambda module: Path("/nonexistent") / module)
+    assert cli.main(["list"]) == 0
+    assert capsys.readouterr().out == expected
 
 
 def test_list_names_each_model_class_once(capsys):
