@@ -107,6 +107,7 @@ _LINKS = {
     "](BENCHMARKS.md": "](benchmarks.md",
     "](examples/)": "](auto_examples/index.rst)",
     "](docs/algorithms.md": "](algorithms.md",
+    "](docs/)": "](index.rst)",
 }
 
 
