@@ -354,7 +354,7 @@ def _progress_mode(args):
         return "none"
     if args.progress != "auto":
         return args.progress
-    if hasattr(args, "param_verbose"):  # an explicit --verbose decides for itself (0: nothing, >0: bar)
+    if "verbose" in estimator_params(args, args.param_names):  # an explicit --verbose decides (0: nothing, >0: bar)
         return "none"
     return "bar" if sys.stderr.isatty() else "none"
 
@@ -524,12 +524,13 @@ def _list_arguments(parser):
 
 
 def _list(args, out):
-    from ._catalog import SECTIONS, entries
+    from ._catalog import SECTIONS
+    from ._catalog import entries as read_registry
 
     sections = {}
     for title, module, name in SECTIONS:
         lines = sections[title] = {}
-        for key, (cls, text) in entries(module, name).items():
+        for key, (cls, text) in read_registry(module, name).items():
             # models are listed with their class name, unless the summary starts with it already
             named = name == "MODELS" and not text.startswith(f"{cls}:")
             lines[key] = f"{cls}: {text}" if named else text
