@@ -108,6 +108,7 @@ _LINKS = {
     "](examples/)": "](auto_examples/index.rst)",
     "](docs/algorithms.md": "](algorithms.md",
     "](docs/)": "](index.rst)",
+    "](kgestimator/bundled/LICENSES.md": "](bundled_licenses.md",
 }
 
 

@@ -50,12 +50,13 @@ def _defined_in(module):
 
 def test_api_reference_lists_every_public_name():
     import kgestimator
-    from kgestimator import data, losses, metrics, model_selection, models, mutation, plotting, samplers
+    from kgestimator import (callbacks, data, dataset_registry, losses, metrics, model_selection, models,
+                             mutation, plotting, samplers, trackers)
 
     documented = _documented()
     top = set(kgestimator.__all__) - {"__version__"}
     expected = set(top)
-    for module in (data, models, samplers, model_selection):
+    for module in (data, models, samplers, model_selection, dataset_registry, callbacks, trackers):
         expected |= {f"{module.__name__.split('.')[-1]}.{name}" for name in module.__all__ if name not in top}
     for module in (plotting, metrics, mutation, losses):
         expected |= {f"{module.__name__.split('.')[-1]}.{name}" for name in _defined_in(module) if name not in top}
