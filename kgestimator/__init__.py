@@ -27,6 +27,13 @@ __all__ = [*_PUBLIC, "__version__"]
 
 def __getattr__(name):
     if name not in _PUBLIC:
+        # ``kgestimator.models`` after a bare ``import kgestimator`` worked when the package
+        # imported everything eagerly: a submodule is imported on first access too
+        try:
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
     globals()[name] = value  # later look-ups skip this function

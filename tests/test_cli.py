@@ -366,3 +366,15 @@ def test_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
         cli.main(["list"])
     assert info.value.code == 141
     assert capsys.readouterr().err == ""
+
+
+def test_lazy_package_still_reaches_names_and_submodules():
+    # the package imports its modules on first use; what an eager import gave must still work
+    code = ("import sys, kgestimator\nassert 'torch' not in sys.modules\n"
+            "assert 'transe' in kgestimator.models.MODELS and kgestimator.KGEmbedder.__name__ == 'KGEmbedder'\n"
+            "assert set(kgestimator.__all__) <= set(dir(kgestimator))\n"
+            "try:\n    kgestimator.nosuch\nexcept AttributeError:\n    print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
