@@ -322,8 +322,11 @@ def _train_arguments(parser):
                         help=f"CPU threads for torch (default: auto, i.e. 1 below {ONE_THREAD_BELOW:,} "
                              "training triples, where more threads gain little and slow down sharply on "
                              "a busy machine; torch's default above)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no per-epoch log lines on stderr (--verbose 1 shows a progress bar instead)")
+    parser.add_argument("--progress", choices=PROGRESS, default="auto",
+                        help="training progress on stderr: a bar with the loss and validation MRR, "
+                             "one log line per epoch, or nothing (default: auto, i.e. a bar when stderr "
+                             "is a terminal, nothing otherwise, so logs and CI output stay short)")
+    parser.add_argument("--quiet", action="store_true", help="the same as --progress none")
     parser.add_argument("--download", action="store_true",
                         help="download DATA when it is a known dataset with no copy here (FB15k-237, WN18RR, "
                              "codex-s, codex-m, countries_s1..3), checking each file's SHA-256")
@@ -381,6 +384,21 @@ def _checked_estimator(args):
     return est
 
 
+#: the values of ``train --progress``
+PROGRESS = ("auto", "bar", "log", "none")
+
+
+def _progress_mode(args):
+    """``'bar'``, ``'log'`` or ``'none'`` from ``--progress``, ``--quiet`` and whether stderr is a terminal."""
+    if args.quiet:
+        return "none"
+    if args.progress != "auto":
+        return args.progress
+    if "verbose" in estimator_params(args, args.param_names):  # an explicit --verbose decides (0: nothing, >0: bar)
+        return "none"
+    return "bar" if sys.stderr.isatty() else "none"
+
+
 #: the ranking metrics shown by train and evaluate
 METRICS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
@@ -416,10 +434,15 @@ def _train(args, out):
     threads = args.threads
     if threads == "auto":
         threads = 1 if len(splits["train"]) < ONE_THREAD_BELOW else None
-    with _torch_session(args, est.device, threads), _log_to_stderr(not args.quiet), _process_group(est):
+    progress, verbose = _progress_mode(args), est.verbose
+    # the bar is the estimator's verbose mode, its log lines the quiet one; the model file
+    # keeps the verbose the user gave, not the one chosen for this terminal
+    est.set_params(verbose=max(1, verbose) if progress == "bar" else 0 if progress == "log" else verbose)
+    with _torch_session(args, est.device, threads), _log_to_stderr(progress == "log"), _process_group(est):
         t0 = time.perf_counter()
         est.fit(splits["train"], valid=splits.get("valid"))
         seconds = time.perf_counter() - t0
+        est.set_params(verbose=verbose)
         if est.distributed_ is not None and est.distributed_["rank"] != 0:
             return 0  # under torchrun, rank 0 evaluates, writes the model and reports
         est.save(output)
@@ -549,21 +572,17 @@ def _list_arguments(parser):
     pass
 
 
-def _summary(obj):
-    doc = (obj.__doc__ or "").strip().splitlines()
-    return doc[0].replace("``", "") if doc else ""
-
-
 def _list(args, out):
-    from .losses import LOSSES
-    from .models import MODELS
-    from .samplers import SAMPLERS
+    from ._catalog import SECTIONS
+    from ._catalog import entries as read_registry
 
-    sections = {
-        "models (--model)": {name: f"{cls.__name__}: {_summary(cls)}" for name, cls in MODELS.items()},
-        "samplers (--sampler)": {name: _summary(cls) for name, cls in SAMPLERS.items()},
-        "losses (--loss)": {name: _summary(fn) for name, fn in LOSSES.items()},
-    }
+    sections = {}
+    for title, module, name in SECTIONS:
+        lines = sections[title] = {}
+        for key, (cls, text) in read_registry(module, name).items():
+            # models are listed with their class name, unless the summary starts with it already
+            named = name == "MODELS" and not text.startswith(f"{cls}:")
+            lines[key] = f"{cls}: {text}" if named else text
     width = max(len(name) for entries in sections.values() for name in entries)
     for title, entries in sections.items():
         print(title, file=out)
@@ -671,18 +690,35 @@ COMMANDS = {
 }
 
 
-def build_parser():
-    """The ``kgestimator`` argument parser, one subparser per entry of :data:`COMMANDS`."""
+def build_parser(commands=None):
+    """The ``kgestimator`` argument parser, one subparser per entry of :data:`COMMANDS`.
+
+    Parameters
+    ----------
+    commands : iterable of str, optional
+        The subcommands whose arguments are added (all when None). Every
+        subcommand is listed either way; ``main`` adds only the one it runs,
+        because ``train``'s flags come from the estimator and importing it
+        costs seconds (torch, scikit-learn) that ``--help`` and ``list`` need not pay.
+    """
     from . import __version__
 
+    wanted = set(COMMANDS if commands is None else commands)
     parser = _Parser(prog="kgestimator",
                      description="Knowledge-graph embedding with EMU negatives "
                                  "(scikit-learn estimators).")
     parser.add_argument("--version", action="version", version=f"kgestimator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        subparser = sub.add_parser(name, help=help_text, description=help_text)
+        if name in wanted:
+            add_arguments(subparser)
     return parser
+
+
+def _command_of(argv):
+    """The subcommand named in ``argv`` (the first word not starting with '-'), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def main(argv=None):
@@ -702,7 +738,7 @@ def main(argv=None):
     argv = _dashed(sys.argv[1:] if argv is None else list(argv))
     prefix = "kgestimator"
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser([_command_of(argv)]).parse_args(argv)
         if args.command is None:
             raise CommandError(f"kgestimator: choose a command: {', '.join(COMMANDS)} "
                                "(see kgestimator --help)")

@@ -36,7 +36,7 @@ from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrup
 
 #: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
 #: The tables print the code's keep-negative flag under "n_P/d", so
-#: mutation_ratio = 1 - flag (ALGORITHMS.md §5.2, §10.1).
+#: mutation_ratio = 1 - flag (docs/algorithms.md §5.2).
 EMU_DEFAULTS = {
     #            alpha, flag,  beta
     "complex": (0.34, 0.92, 0.12),

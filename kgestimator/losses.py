@@ -1,4 +1,4 @@
-"""Losses over a candidate list with the positive at index 0 (ALGORITHMS.md §2, §3, §5.3, §5.4).
+"""Losses over a candidate list with the positive at index 0 (docs/algorithms.md §2, §3, §5.3, §5.4).
 
 All functions take logits of shape ``(B, 1 + N)`` and average over rows.
 :data:`LOSSES` maps each ``loss`` parameter value to its function;
