@@ -4,6 +4,7 @@ Two steps, each resumable (a model file or result file that exists is not made a
 
     nice -n 10 python benchmarks/bench_downstream.py train    # one model at a time, 10,000 steps each
     nice -n 10 python benchmarks/bench_downstream.py measure  # ECE and conformal coverage per model
+    python benchmarks/bench_downstream.py report              # the Markdown tables of BENCHMARKS.md
 
 ``train`` fits each model with the EMU reproduction's baseline settings
 (``reproduce_emu.estimator_params`` of the ``uni`` cell: d=100, 256 negatives,
@@ -140,9 +141,34 @@ def _measure_one(est, data, cal, args, ece, labelled):
     return record
 
 
+def report(args):
+    import glob
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(RESULTS, f"*__{args.steps}steps.json"))):
+        with open(path) as fh:
+            rows.append(json.load(fh))
+    print("| dataset | model | test MRR | ECE raw sigmoid | ECE Platt | ECE isotonic |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        e = r["ece"]
+        print(f"| {r['dataset']} | {r['model']} | {r['test']['mrr']:.3f} | {e['uncalibrated_sigmoid']:.3f} | "
+              f"{e['sigmoid']:.3f} | {e['isotonic']:.3f} |")
+    print()
+    print("| dataset | model | nonconformity | coverage (both / head / tail) | mean set size (head / tail) "
+          "| median set size | relation groups (head / tail) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        for name, c in r["conformal"].items():
+            print(f"| {r['dataset']} | {r['model']} | {name} | {c['coverage']:.4f} / {c['head']['coverage']:.4f} / "
+                  f"{c['tail']['coverage']:.4f} | {c['mean_set_size']:.0f} ({c['head']['mean_set_size']:.0f} / "
+                  f"{c['tail']['mean_set_size']:.0f}) | {c['median_set_size']:.0f} | "
+                  f"{c['n_relation_groups']['head']} / {c['n_relation_groups']['tail']} |")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=("train", "measure"))
+    parser.add_argument("step", choices=("train", "measure", "report"))
     parser.add_argument("--datasets", default=",".join(DATASETS), type=lambda s: s.split(","))
     parser.add_argument("--models", default="distmult,complex", type=lambda s: s.split(","))
     parser.add_argument("--steps", type=int, default=10000)
@@ -155,7 +181,7 @@ def main():
 
         torch.set_num_threads(args.threads)
     print(f"config: {vars(args)}", flush=True)
-    {"train": train, "measure": measure}[args.step](args)
+    {"train": train, "measure": measure, "report": report}[args.step](args)
 
 
 if __name__ == "__main__":
