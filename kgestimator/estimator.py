@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
@@ -597,6 +598,8 @@ class KGEmbedder(BaseEstimator):
                           UserWarning, stacklevel=2)
 
         def set_fitted(history):
+            for stale in ("calibrator_", "conformal_"):  # they belong to the previous model
+                self.__dict__.pop(stale, None)
             self.entities_, self.relations_, self.device_ = entities, relations, device
             self.model_ = model
             self.sampler_ = sampler
@@ -709,6 +712,10 @@ class KGEmbedder(BaseEstimator):
 
         return triple_features(self, X)
 
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit(X, **fit_params)``, then :meth:`transform` of ``X``."""
+        return self.fit(X, y, **fit_params).transform(X)
+
     def get_feature_names_out(self, input_features=None):
         """Names of the :meth:`transform` columns: ``head0..``, ``relation0..``, ``tail0..``, ``score``."""
         from .features import triple_feature_names
@@ -742,7 +749,8 @@ class KGEmbedder(BaseEstimator):
         Returns
         -------
         self : KGEmbedder
-            With ``calibrator_`` set; the model itself is unchanged.
+            With ``calibrator_`` set; the model itself is unchanged. A later
+            ``fit`` removes it; :meth:`save` does not write it (a pickle keeps it).
         """
         from .calibration import fit_calibrator, labelled_ids
 
@@ -752,8 +760,17 @@ class KGEmbedder(BaseEstimator):
         self.calibrator_ = fit_calibrator(scores, y, method)
         return self
 
+    def _check_calibrated(self):
+        if not hasattr(self, "calibrator_"):
+            raise AttributeError("predict_proba needs a calibration: call calibrate(held_out_triples) first.")
+        return True
+
+    @available_if(_check_calibrated)
     def predict_proba(self, X):
         """Calibrated probability that each triple is true (needs :meth:`calibrate` first).
+
+        Before :meth:`calibrate` the method is absent (``hasattr`` is False;
+        calling it raises an AttributeError that says to calibrate).
 
         Parameters
         ----------
@@ -766,8 +783,6 @@ class KGEmbedder(BaseEstimator):
         from .calibration import apply_calibrator
 
         check_is_fitted(self)
-        if not hasattr(self, "calibrator_"):
-            raise ValueError("predict_proba needs a calibration: call calibrate(held_out_triples) first.")
         return apply_calibrator(self.calibrator_, self.score_samples(X))
 
     # ------------------------------------------------------------------ conformal answer sets
@@ -800,7 +815,8 @@ class KGEmbedder(BaseEstimator):
         Returns
         -------
         self : KGEmbedder
-            With ``conformal_`` set.
+            With ``conformal_`` set. A later ``fit`` removes it; :meth:`save`
+            does not write it (a pickle keeps it).
         """
         from .conformal import fit_conformal
 
@@ -1133,6 +1149,10 @@ class KGEmbedder(BaseEstimator):
         tags.input_tags.categorical = True
         tags.target_tags.required = False
         tags.non_deterministic = False
+        # transform() gives per-triple features (not a TransformerMixin: no fit_transform)
+        from sklearn.utils import TransformerTags
+
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
 

@@ -63,7 +63,8 @@ def test_calibration_improves_ece(model, graph, method):
 
 def test_predict_proba_needs_calibration(graph):
     est = KGEmbedder(dim=4, n_negatives=4, n_epochs=1, random_state=0).fit(graph.train)
-    with pytest.raises(ValueError, match="calibrate"):
+    assert not hasattr(est, "predict_proba")
+    with pytest.raises(AttributeError, match="calibrate"):
         est.predict_proba(graph.test[:3])
     with pytest.raises(ValueError, match="method"):
         est.calibrate(graph.valid, method="beta")
@@ -152,3 +153,10 @@ def test_reliability_diagram_plots_each_curve_with_its_ece(model, graph):
     assert labels[2].startswith("isotonic: ECE")
     assert len(ax.lines) == 3
     plt.close("all")
+
+
+def test_refit_drops_the_previous_calibrations(graph):
+    est = KGEmbedder(dim=4, n_negatives=4, n_epochs=1, random_state=0).fit(graph.train)
+    est.calibrate(graph.valid).calibrate_sets(graph.valid)
+    est.fit(graph.train)
+    assert not hasattr(est, "calibrator_") and not hasattr(est, "conformal_")
