@@ -131,11 +131,12 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    embedder : KGEmbedder or None, default=None
+    embedder : KGEmbedder
         With ``prefit=True``, a fitted estimator used as it is (never refitted;
         ``clone`` keeps it, so the transformer can go into a ``Pipeline``
         under ``cross_val_score``). Otherwise the estimator to clone and fit on
-        ``graph`` (None: ``KGEmbedder()`` with its defaults).
+        ``graph``. (Defaults to None only for scikit-learn's conventions; ``fit``
+        needs one.)
     graph : array-like of shape (n_triples, 3) or None, default=None
         The triples to train on (``prefit=False``, required). With
         ``handle_unknown='neighbours'``, also where the neighbours of entities
@@ -199,14 +200,13 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
     def _check_params(self):
         check_choice("handle_unknown", self.handle_unknown, HANDLE_UNKNOWN)
         check_choice("prefit", self.prefit, (True, False))
-        from .estimator import KGEmbedder
-
-        if self.embedder is not None and not isinstance(self.embedder, KGEmbedder):
-            raise TypeError(f"The 'embedder' parameter must be a KGEmbedder or None; got "
-                            f"{type(self.embedder).__name__}.")
+        if self.embedder is None:
+            raise ValueError("EntityEmbeddingTransformer needs an embedder: a KGEmbedder to fit on graph=, "
+                             "or a fitted one with prefit=True.")
+        # duck-typed: this module is imported by the estimator, so it does not import it back
+        if not all(hasattr(self.embedder, name) for name in ("fit", "score_samples", "get_params")):
+            raise TypeError(f"The 'embedder' parameter must be a KGEmbedder; got {type(self.embedder).__name__}.")
         if self.prefit:
-            if self.embedder is None:
-                raise ValueError("prefit=True needs a fitted KGEmbedder as embedder.")
             check_is_fitted(self.embedder)
         elif self.graph is None:
             raise ValueError("EntityEmbeddingTransformer needs graph= triples to train on, or a fitted "
@@ -255,13 +255,7 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
         kept, dropped = (None, np.array([], dtype=object)) if self.graph is None else self._graph(X, y)
         if graph is not None:
             kept = graph
-        if self.prefit:
-            self.embedder_ = self.embedder
-        else:
-            from .estimator import KGEmbedder
-
-            base = self.embedder if self.embedder is not None else KGEmbedder()
-            self.embedder_ = clone(base).fit(kept)
+        self.embedder_ = self.embedder if self.prefit else clone(self.embedder).fit(kept)
         self.embeddings_ = entity_table(self.embedder_)
         self.dropped_relations_ = dropped
         self._neighbours = None if self.handle_unknown != "neighbours" else _adjacency(kept)
