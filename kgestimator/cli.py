@@ -7,7 +7,9 @@ a new command is one more entry:
   folder (every estimator parameter is a flag) and write a model file with the
   safe format of :meth:`~kgestimator.KGEmbedder.save`;
 - ``evaluate``: filtered ranking metrics of a model file on test triples;
-- ``predict``: the top-k tails (or heads) of queries given as arguments or in a file;
+- ``predict``: the top-k tails, heads or relations of queries given as arguments or in a file,
+  or conformal answer sets with a coverage guarantee (``--coverage``);
+- ``embed``: the entity (or relation) vectors of a model file as a TSV file, label first;
 - ``list``: the models, negative samplers and losses;
 - ``demo``: a few models with and without EMU on a generated graph (no download).
 
@@ -505,15 +507,26 @@ def _predict_arguments(parser):
     parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
     parser.add_argument("-q", "--query", nargs=2, action="append", default=[], metavar=("HEAD", "RELATION"),
                         help="one query (repeatable): HEAD RELATION for tail prediction, "
-                             "RELATION TAIL with --direction head")
+                             "RELATION TAIL with --direction head, HEAD TAIL with --direction relation")
     parser.add_argument("--queries", metavar="FILE",
                         help="tab-separated queries, one a line, as for --query (a third column "
                              "holding the answer to find is ignored); '-' reads stdin")
-    parser.add_argument("-k", type=_positive_int, default=10, help="answers per query (default: 10)")
-    parser.add_argument("--direction", choices=("tail", "head"), default="tail",
-                        help="predict tails of (head, relation) or heads of (relation, tail) (default: tail)")
+    parser.add_argument("-k", type=_positive_int, default=None, help="answers per query (default: 10)")
+    parser.add_argument("--direction", choices=("tail", "head", "relation"), default="tail",
+                        help="predict tails of (head, relation), heads of (relation, tail) or relations "
+                             "of (head, tail) (default: tail)")
     parser.add_argument("--include-known", action="store_true",
                         help="keep answers that are training or validation facts (left out by default)")
+    parser.add_argument("--coverage", type=_fraction, default=None, metavar="C",
+                        help="instead of the top k, a split-conformal answer set per query that holds the "
+                             "true answer with probability C (e.g. 0.9); needs --calibration")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="held-out true triples (not used in training) that calibrate --coverage")
+    parser.add_argument("--nonconformity", choices=("score", "rank"), default="score",
+                        help="conformal score of --coverage: softmax probability (sets adapt to each query) "
+                             "or filtered rank (default: score)")
+    parser.add_argument("--seed", type=_nonnegative_int, default=0,
+                        help="seed of the tie-breaking draws of --nonconformity rank (default: 0)")
     _format_argument(parser)
 
 
@@ -521,7 +534,7 @@ def _check_labels(args, est, queries):
     """A one-line error naming the first label of the queries the model has never seen."""
     from .data import encode
 
-    roles = ("head", "relation") if args.direction == "tail" else ("relation", "tail")
+    roles = {"tail": ("head", "relation"), "head": ("relation", "tail"), "relation": ("head", "tail")}[args.direction]
     for number, query in enumerate(queries, 1):
         for role, label in zip(roles, query):
             vocab = est.relations_ if role == "relation" else est.entities_
@@ -540,13 +553,21 @@ def _predict(args, out):
     if args.queries is not None:
         rows = _read_queries(args, args.queries)
         if len(rows[0]) == 3:  # drop the column holding the answer to find
-            rows = [r[:2] if args.direction == "tail" else r[1:] for r in rows]
+            keep = {"tail": (0, 1), "head": (1, 2), "relation": (0, 2)}[args.direction]
+            rows = [[r[j] for j in keep] for r in rows]
         queries += rows
     if not queries:
         raise _error(args, "no queries: give --query HEAD RELATION (repeatable) or --queries FILE")
     _check_labels(args, est, queries)
-    if args.k > len(est.entities_):
-        raise _error(args, f"-k {args.k}: the model has only {len(est.entities_)} entities")
+    if args.coverage is not None:
+        return _predict_sets(args, est, queries, out)
+    if args.calibration is not None:
+        raise _error(args, "--calibration calibrates --coverage; give --coverage C too")
+    args.k = 10 if args.k is None else args.k
+    n_cand, what = ((len(est.relations_), "relations") if args.direction == "relation"
+                    else (len(est.entities_), "entities"))
+    if args.k > n_cand:
+        raise _error(args, f"-k {args.k}: the model has only {n_cand} {what}")
     exclude = not args.include_known
     columns = topk_columns(*est._predict_topk(queries, args.k, args.direction, exclude, True),
                            args.direction, exclude)
@@ -564,6 +585,92 @@ def _predict(args, out):
         if short:
             print(f"({short} of the {len(queries) * args.k} answers asked for are known facts, left out; "
                   "--include-known lists them)", file=out)
+    return 0
+
+
+def _fraction(text):
+    """An argparse type: a float in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _predict_sets(args, est, queries, out):
+    """``predict --coverage``: calibrate on ``--calibration`` and print each query's answer set."""
+    import numpy as np
+
+    for flag, bad in (("-k", args.k is not None), ("--include-known", args.include_known),
+                      ("--direction relation", args.direction == "relation")):
+        if bad:
+            raise _error(args, f"{flag} does not go with --coverage (sets of entities, known facts left out)")
+    if args.calibration is None:
+        raise _error(args, "--coverage needs --calibration FILE: held-out true triples not used in training")
+    held_out = _read_triples(args, args.calibration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.calibrate_sets(held_out, nonconformity=args.nonconformity, random_state=args.seed)
+    query_labels, labels, scores = est._predict_set(queries, args.coverage, args.direction, args.seed)
+    sizes = np.array([len(x) for x in labels])
+    anchor, rel = query_labels[:, 0], query_labels[:, 1]
+    names = ("head", "relation") if args.direction == "tail" else ("tail", "relation")
+    columns = {"query": np.repeat(np.arange(len(labels)), sizes),
+               names[0]: np.repeat(anchor, sizes), names[1]: np.repeat(rel, sizes),
+               "rank": np.concatenate([np.arange(1, n + 1) for n in sizes]) if sizes.sum() else np.zeros(0, int),
+               "label": np.concatenate(labels) if sizes.sum() else np.zeros(0, str),
+               "score": np.concatenate(scores) if sizes.sum() else np.zeros(0)}
+    if args.direction == "head":
+        columns = {k: columns[k] for k in ("query", "relation", "tail", "rank", "label", "score")}
+    if args.format == "table":
+        first = columns["rank"] == 1
+        for name in ("head", "relation", "tail"):
+            if name in columns:
+                columns[name] = [v if f else "" for v, f in zip(columns[name].tolist(), first)]
+        del columns["query"]
+    _write(columns, args.format, out)
+    if args.format == "table":
+        print(f"conformal sets at coverage {args.coverage:g} ({args.nonconformity}, calibrated on "
+              f"{est.conformal_['n_calibration']} held-out triples): sizes {', '.join(map(str, sizes))}", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------- embed
+def _embed_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="TSV file to write: one line per label, the label then its vector's values")
+    parser.add_argument("--relations", action="store_true",
+                        help="write the relation vectors instead of the entity vectors")
+
+
+def _embed(args, out):
+    import tempfile
+
+    est = _load_model(args)
+    output = Path(args.output)
+    if output.is_dir() or not output.parent.is_dir():
+        raise _error(args, f"cannot write to {output}: "
+                           + ("it is a folder" if output.is_dir() else f"no folder {output.parent}"))
+    try:
+        table = est.relation_embeddings_ if args.relations else est.entity_embeddings_
+    except AttributeError as exc:
+        raise _error(args, str(exc)) from None
+    labels = est.relations_ if args.relations else est.entities_
+    # a temporary file renamed into place: a failure never leaves a half-written file
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=".kgestimator-", suffix=".tsv")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for label, row in zip(labels.tolist(), table):
+                fh.write(str(label) + "\t" + "\t".join(f"{v:.9g}" for v in row.tolist()) + "\n")
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    what = "relation" if args.relations else "entity"
+    print(f"wrote {len(labels)} {what} vectors of {table.shape[1]} values to {output}", file=out)
     return 0
 
 
@@ -682,8 +789,10 @@ COMMANDS = {
               _train_arguments, _train),
     "evaluate": ("filtered ranking metrics (MRR, MR, Hits@k) of a model file on test triples",
                  _evaluate_arguments, _evaluate),
-    "predict": ("top-k tails (or heads) of queries, known facts left out",
-                _predict_arguments, _predict),
+    "predict": ("top-k tails, heads or relations of queries, known facts left out, or answer sets "
+                "with a coverage guarantee (--coverage)", _predict_arguments, _predict),
+    "embed": ("write the entity (or relation) vectors of a model file as TSV, label first",
+              _embed_arguments, _embed),
     "list": ("the models, negative samplers and losses", _list_arguments, _list),
     "demo": ("train DistMult and TransE with and without EMU on a generated graph "
              "and print their test metrics", _demo_arguments, _demo),

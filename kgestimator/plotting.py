@@ -6,6 +6,7 @@
 - :func:`plot_negatives_pca`: true tails and generated negatives in one PCA plane (Fig. 4);
 - :func:`plot_embedding_map`: every entity in two dimensions (PCA or t-SNE);
 - :func:`show_or_save`: show the figures, or save them where there is no display.
+- :func:`plot_reliability_diagram`: calibrated probabilities against observed frequencies.
 
 Each function draws on ``ax`` (a new figure when None) and returns the Axes.
 EMU negatives come from :mod:`kgestimator.mutation`, the code training uses.
@@ -357,4 +358,47 @@ def plot_embedding_map(est, entities=None, hue=None, method="pca", annotate=Fals
                  f"{est.model})")
     ax.set_xticks([])
     ax.set_yticks([])
+    return ax
+
+
+# ---------------------------------------------------------------------- reliability
+def plot_reliability_diagram(y_true, probabilities, n_bins=10, ax=None):
+    """Reliability diagram: the fraction of true triples against the mean predicted probability, per bin.
+
+    A calibrated model follows the diagonal; the legend gives each curve's
+    expected calibration error (:func:`kgestimator.calibration.expected_calibration_error`).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        1 for true triples, 0 for negatives (e.g. from
+        :func:`kgestimator.calibration.labelled_triples`).
+    probabilities : array-like of shape (n,) or dict
+        Predicted probabilities, or ``{name: probabilities}`` for several curves
+        (before and after :meth:`~kgestimator.KGEmbedder.calibrate`, say).
+    n_bins : int, default=10
+        Equal-width bins of ``[0, 1]``; empty bins are left out.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    from .calibration import calibration_bins, expected_calibration_error
+
+    ax = _axes(ax)
+    curves = probabilities if isinstance(probabilities, dict) else {"": probabilities}
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+    for name, proba in curves.items():
+        conf, acc, count = calibration_bins(y_true, proba, n_bins)
+        seen = count > 0
+        ece = expected_calibration_error(y_true, proba, n_bins)
+        label = f"{name + ': ' if name else ''}ECE {ece:.3f}"
+        ax.plot(conf[seen], acc[seen], marker="o", label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("fraction of true triples")
+    ax.set_title("reliability diagram")
+    ax.legend(loc="upper left", fontsize="small")
     return ax

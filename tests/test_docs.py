@@ -50,13 +50,14 @@ def _defined_in(module):
 
 def test_api_reference_lists_every_public_name():
     import kgestimator
-    from kgestimator import (callbacks, data, dataset_registry, losses, metrics, model_selection, models,
-                             mutation, plotting, samplers, trackers)
+    from kgestimator import (calibration, callbacks, data, dataset_registry, features, losses, metrics,
+                             model_selection, models, mutation, plotting, samplers, trackers)
 
     documented = _documented()
     top = set(kgestimator.__all__) - {"__version__"}
     expected = set(top)
-    for module in (data, models, samplers, model_selection, dataset_registry, callbacks, trackers):
+    for module in (data, models, samplers, model_selection, dataset_registry, callbacks, trackers, features,
+                   calibration):
         expected |= {f"{module.__name__.split('.')[-1]}.{name}" for name in module.__all__ if name not in top}
     for module in (plotting, metrics, mutation, losses):
         expected |= {f"{module.__name__.split('.')[-1]}.{name}" for name in _defined_in(module) if name not in top}
