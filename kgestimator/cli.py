@@ -7,7 +7,9 @@ a new command is one more entry:
   folder (every estimator parameter is a flag) and write a model file with the
   safe format of :meth:`~kgestimator.KGEmbedder.save`;
 - ``evaluate``: filtered ranking metrics of a model file on test triples;
-- ``predict``: the top-k tails (or heads) of queries given as arguments or in a file;
+- ``predict``: the top-k tails, heads or relations of queries given as arguments or in a file,
+  or conformal answer sets with a coverage guarantee (``--coverage``);
+- ``embed``: the entity (or relation) vectors of a model file as a TSV file, label first;
 - ``list``: the models, negative samplers and losses;
 - ``demo``: a few models with and without EMU on a generated graph (no download).
 
@@ -24,6 +26,8 @@ import time
 import warnings
 from pathlib import Path
 
+# the rest of the package (torch, scikit-learn) is imported inside the commands, so that
+# `kgestimator --help` and argument errors answer at once
 from ._cli_params import add_estimator_arguments, estimator_params, flag_message
 
 #: per-model demo settings on ``make_kg(random_state=seed)`` (about 4,800 training
@@ -189,7 +193,7 @@ def _process_group(est):
 
 # ---------------------------------------------------------------------- files
 def _read_triples(args, path):
-    from .data import load_triples
+    from .datasets import load_triples
 
     path = Path(path)
     if not path.is_file():
@@ -200,15 +204,17 @@ def _read_triples(args, path):
     return triples
 
 
-def _read_splits(args, source, splits):
+def _read_splits(args, source, splits, download=False):
     """``{split: triples}`` from a TSV file, a folder or a dataset name.
 
     A file gives the first of ``splits``. A folder gives the ``<split>.txt``
-    files it holds, the first of ``splits`` being required; a bare name such as
-    ``nations`` is looked up in the datasets folder
-    (:func:`kgestimator.data.dataset_dir`).
+    (or ``.tsv.gz``) files it holds, the first of ``splits`` being required; a
+    bare name such as ``nations`` is looked up as :func:`kgestimator.load_dataset`
+    does (the datasets folder, the bundled datasets, the download cache, and a
+    download when ``download``).
     """
-    from .data import dataset_dir
+    from .dataset_registry import split_file
+    from .datasets import find_named_dataset
 
     path = Path(source)
     if path.is_file():
@@ -217,13 +223,15 @@ def _read_splits(args, source, splits):
         if len(path.parts) != 1 or path.suffix:
             raise _error(args, f"no such file or folder: {source}")
         try:
-            path = dataset_dir(source)
+            path = find_named_dataset(source, download=download)
         except FileNotFoundError as exc:
             raise _error(args, f"{source} is no file or folder here, nor a known dataset: {exc}") from None
-    if not (path / f"{splits[0]}.txt").is_file():
+        except (ValueError, ImportError, OSError) as exc:  # a failed download or checksum
+            raise _error(args, f"cannot download {source}: {exc}") from None
+    files = {split: split_file(path, split) for split in splits}
+    if files[splits[0]] is None:
         raise _error(args, f"folder {path} has no {splits[0]}.txt")
-    return {split: _read_triples(args, path / f"{split}.txt")
-            for split in splits if (path / f"{split}.txt").is_file()}
+    return {split: _read_triples(args, file) for split, file in files.items() if file is not None}
 
 
 def _read_queries(args, path):
@@ -316,10 +324,47 @@ def _train_arguments(parser):
                         help=f"CPU threads for torch (default: auto, i.e. 1 below {ONE_THREAD_BELOW:,} "
                              "training triples, where more threads gain little and slow down sharply on "
                              "a busy machine; torch's default above)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no per-epoch log lines on stderr (--verbose 1 shows a progress bar instead)")
-    parser.usage = "kgestimator train DATA -o MODEL [--valid FILE] [--test FILE] [--PARAMETER VALUE ...]"
+    parser.add_argument("--progress", choices=PROGRESS, default="auto",
+                        help="training progress on stderr: a bar with the loss and validation MRR, "
+                             "one log line per epoch, or nothing (default: auto, i.e. a bar when stderr "
+                             "is a terminal, nothing otherwise, so logs and CI output stay short)")
+    parser.add_argument("--quiet", action="store_true", help="the same as --progress none")
+    parser.add_argument("--download", action="store_true",
+                        help="download DATA when it is a known dataset with no copy here (FB15k-237, WN18RR, "
+                             "codex-s, codex-m, countries_s1..3), checking each file's SHA-256")
+    parser.add_argument("--tracker", action="append", choices=list(TRACKER_PACKAGES), default=[],
+                        help="log parameters, per-epoch loss and validation MRR, test metrics and the model "
+                             "file to MLflow, TensorBoard or a CSV file (repeatable)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI for --tracker mlflow (default: MLflow's, MLFLOW_TRACKING_URI)")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help="folder of the runs of --tracker tensorboard (default: runs) and --tracker csv "
+                             "(default: kgestimator-runs)")
+    parser.usage = ("kgestimator train DATA -o MODEL [--valid FILE] [--test FILE] [--tracker NAME] "
+                    "[--PARAMETER VALUE ...]")
     parser.set_defaults(param_names=add_estimator_arguments(parser, _estimator_class()))
+
+
+#: --tracker name -> the module it needs
+TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboard", "csv": None}
+
+
+def _trackers(args):
+    """The trackers of ``--tracker``, their packages checked before any training."""
+    import importlib.util
+
+    from .trackers import TRACKERS
+
+    trackers = []
+    for name in dict.fromkeys(args.tracker):
+        package = TRACKER_PACKAGES[name]
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise _error(args, f"--tracker {name} needs {package}: pip install 'kgestimator[{name}]'")
+        if name == "mlflow":
+            trackers.append(TRACKERS[name](tracking_uri=args.tracking_uri))
+        else:
+            trackers.append(TRACKERS[name](args.log_dir) if args.log_dir else TRACKERS[name]())
+    return trackers
 
 
 def _estimator_class():
@@ -334,11 +379,26 @@ def _checked_estimator(args):
 
     est = _estimator_class()(**estimator_params(args, args.param_names))
     try:
-        est._validate_params()
+        est._check_params()
         make_sampler(est.sampler)
     except (ValueError, TypeError) as exc:
         raise _error(args, flag_message(str(exc))) from None
     return est
+
+
+#: the values of ``train --progress``
+PROGRESS = ("auto", "bar", "log", "none")
+
+
+def _progress_mode(args):
+    """``'bar'``, ``'log'`` or ``'none'`` from ``--progress``, ``--quiet`` and whether stderr is a terminal."""
+    if args.quiet:
+        return "none"
+    if args.progress != "auto":
+        return args.progress
+    if "verbose" in estimator_params(args, args.param_names):  # an explicit --verbose decides (0: nothing, >0: bar)
+        return "none"
+    return "bar" if sys.stderr.isatty() else "none"
 
 
 #: the ranking metrics shown by train and evaluate
@@ -365,7 +425,10 @@ def _train(args, out):
     if output.is_dir() or not output.parent.is_dir():
         raise _error(args, f"cannot write the model to {output}: "
                            + ("it is a folder" if output.is_dir() else f"no folder {output.parent}"))
-    splits = _read_splits(args, args.data, ("train", "valid", "test"))
+    trackers = _trackers(args)
+    if trackers:
+        est.set_params(callbacks=trackers)
+    splits = _read_splits(args, args.data, ("train", "valid", "test"), download=args.download)
     for split in ("valid", "test"):
         if getattr(args, split) is not None:
             splits[split] = _read_triples(args, getattr(args, split))
@@ -373,15 +436,23 @@ def _train(args, out):
     threads = args.threads
     if threads == "auto":
         threads = 1 if len(splits["train"]) < ONE_THREAD_BELOW else None
-    with _torch_session(args, est.device, threads), _log_to_stderr(not args.quiet), _process_group(est):
+    progress, verbose = _progress_mode(args), est.verbose
+    # the bar is the estimator's verbose mode, its log lines the quiet one; the model file
+    # keeps the verbose the user gave, not the one chosen for this terminal
+    est.set_params(verbose=max(1, verbose) if progress == "bar" else 0 if progress == "log" else verbose)
+    with _torch_session(args, est.device, threads), _log_to_stderr(progress == "log"), _process_group(est):
         t0 = time.perf_counter()
         est.fit(splits["train"], valid=splits.get("valid"))
         seconds = time.perf_counter() - t0
+        est.set_params(verbose=verbose)
         if est.distributed_ is not None and est.distributed_["rank"] != 0:
             return 0  # under torchrun, rank 0 evaluates, writes the model and reports
         est.save(output)
         metrics = {split: _evaluate_quietly(est, splits[split]) for split in ("valid", "test")
                    if split in splits}
+        for tracker in trackers:
+            for split, values in metrics.items():
+                tracker.log_test_metrics(values, prefix=f"{split}_final_" if split == "valid" else "test_")
     what = est.model + ("" if est.emu is False else " + EMU" if est.emu is True else f" + emu={est.emu}")
     print(f"trained {what} on {len(splits['train'])} triples ({len(est.entities_)} entities, "
           f"{len(est.relations_)} relations): {est.n_iter_} epochs in {seconds:.1f} s", file=out)
@@ -394,6 +465,9 @@ def _train(args, out):
         print("filtered metrics, both directions, realistic ranks:", file=out)
         _write(_metrics_columns(metrics), "table", out)
     print(f"model written to {output}", file=out)
+    for tracker in trackers:
+        where = (f"MLflow run {tracker.run_id_}" if hasattr(tracker, "run_id_") else str(tracker.run_dir_))
+        print(f"{type(tracker).__name__}: {where}", file=out)
     return 0
 
 
@@ -433,15 +507,26 @@ def _predict_arguments(parser):
     parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
     parser.add_argument("-q", "--query", nargs=2, action="append", default=[], metavar=("HEAD", "RELATION"),
                         help="one query (repeatable): HEAD RELATION for tail prediction, "
-                             "RELATION TAIL with --direction head")
+                             "RELATION TAIL with --direction head, HEAD TAIL with --direction relation")
     parser.add_argument("--queries", metavar="FILE",
                         help="tab-separated queries, one a line, as for --query (a third column "
                              "holding the answer to find is ignored); '-' reads stdin")
-    parser.add_argument("-k", type=_positive_int, default=10, help="answers per query (default: 10)")
-    parser.add_argument("--direction", choices=("tail", "head"), default="tail",
-                        help="predict tails of (head, relation) or heads of (relation, tail) (default: tail)")
+    parser.add_argument("-k", type=_positive_int, default=None, help="answers per query (default: 10)")
+    parser.add_argument("--direction", choices=("tail", "head", "relation"), default="tail",
+                        help="predict tails of (head, relation), heads of (relation, tail) or relations "
+                             "of (head, tail) (default: tail)")
     parser.add_argument("--include-known", action="store_true",
                         help="keep answers that are training or validation facts (left out by default)")
+    parser.add_argument("--coverage", type=_fraction, default=None, metavar="C",
+                        help="instead of the top k, a split-conformal answer set per query that holds the "
+                             "true answer with probability C (e.g. 0.9); needs --calibration")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="held-out true triples (not used in training) that calibrate --coverage")
+    parser.add_argument("--nonconformity", choices=("score", "rank"), default="score",
+                        help="conformal score of --coverage: softmax probability (sets adapt to each query) "
+                             "or filtered rank (default: score)")
+    parser.add_argument("--seed", type=_nonnegative_int, default=0,
+                        help="seed of the tie-breaking draws of --nonconformity rank (default: 0)")
     _format_argument(parser)
 
 
@@ -449,7 +534,7 @@ def _check_labels(args, est, queries):
     """A one-line error naming the first label of the queries the model has never seen."""
     from .data import encode
 
-    roles = ("head", "relation") if args.direction == "tail" else ("relation", "tail")
+    roles = {"tail": ("head", "relation"), "head": ("relation", "tail"), "relation": ("head", "tail")}[args.direction]
     for number, query in enumerate(queries, 1):
         for role, label in zip(roles, query):
             vocab = est.relations_ if role == "relation" else est.entities_
@@ -468,13 +553,21 @@ def _predict(args, out):
     if args.queries is not None:
         rows = _read_queries(args, args.queries)
         if len(rows[0]) == 3:  # drop the column holding the answer to find
-            rows = [r[:2] if args.direction == "tail" else r[1:] for r in rows]
+            keep = {"tail": (0, 1), "head": (1, 2), "relation": (0, 2)}[args.direction]
+            rows = [[r[j] for j in keep] for r in rows]
         queries += rows
     if not queries:
         raise _error(args, "no queries: give --query HEAD RELATION (repeatable) or --queries FILE")
     _check_labels(args, est, queries)
-    if args.k > len(est.entities_):
-        raise _error(args, f"-k {args.k}: the model has only {len(est.entities_)} entities")
+    if args.coverage is not None:
+        return _predict_sets(args, est, queries, out)
+    if args.calibration is not None:
+        raise _error(args, "--calibration calibrates --coverage; give --coverage C too")
+    args.k = 10 if args.k is None else args.k
+    n_cand, what = ((len(est.relations_), "relations") if args.direction == "relation"
+                    else (len(est.entities_), "entities"))
+    if args.k > n_cand:
+        raise _error(args, f"-k {args.k}: the model has only {n_cand} {what}")
     exclude = not args.include_known
     columns = topk_columns(*est._predict_topk(queries, args.k, args.direction, exclude, True),
                            args.direction, exclude)
@@ -495,26 +588,108 @@ def _predict(args, out):
     return 0
 
 
+def _fraction(text):
+    """An argparse type: a float in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _predict_sets(args, est, queries, out):
+    """``predict --coverage``: calibrate on ``--calibration`` and print each query's answer set."""
+    import numpy as np
+
+    for flag, bad in (("-k", args.k is not None), ("--include-known", args.include_known),
+                      ("--direction relation", args.direction == "relation")):
+        if bad:
+            raise _error(args, f"{flag} does not go with --coverage (sets of entities, known facts left out)")
+    if args.calibration is None:
+        raise _error(args, "--coverage needs --calibration FILE: held-out true triples not used in training")
+    held_out = _read_triples(args, args.calibration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.calibrate_sets(held_out, nonconformity=args.nonconformity, random_state=args.seed)
+    query_labels, labels, scores = est._predict_set(queries, args.coverage, args.direction, args.seed)
+    sizes = np.array([len(x) for x in labels])
+    anchor, rel = query_labels[:, 0], query_labels[:, 1]
+    names = ("head", "relation") if args.direction == "tail" else ("tail", "relation")
+    columns = {"query": np.repeat(np.arange(len(labels)), sizes),
+               names[0]: np.repeat(anchor, sizes), names[1]: np.repeat(rel, sizes),
+               "rank": np.concatenate([np.arange(1, n + 1) for n in sizes]) if sizes.sum() else np.zeros(0, int),
+               "label": np.concatenate(labels) if sizes.sum() else np.zeros(0, str),
+               "score": np.concatenate(scores) if sizes.sum() else np.zeros(0)}
+    if args.direction == "head":
+        columns = {k: columns[k] for k in ("query", "relation", "tail", "rank", "label", "score")}
+    if args.format == "table":
+        first = columns["rank"] == 1
+        for name in ("head", "relation", "tail"):
+            if name in columns:
+                columns[name] = [v if f else "" for v, f in zip(columns[name].tolist(), first)]
+        del columns["query"]
+    _write(columns, args.format, out)
+    if args.format == "table":
+        print(f"conformal sets at coverage {args.coverage:g} ({args.nonconformity}, calibrated on "
+              f"{est.conformal_['n_calibration']} held-out triples): sizes {', '.join(map(str, sizes))}", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------- embed
+def _embed_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="TSV file to write: one line per label, the label then its vector's values")
+    parser.add_argument("--relations", action="store_true",
+                        help="write the relation vectors instead of the entity vectors")
+
+
+def _embed(args, out):
+    import tempfile
+
+    est = _load_model(args)
+    output = Path(args.output)
+    if output.is_dir() or not output.parent.is_dir():
+        raise _error(args, f"cannot write to {output}: "
+                           + ("it is a folder" if output.is_dir() else f"no folder {output.parent}"))
+    try:
+        table = est.relation_embeddings_ if args.relations else est.entity_embeddings_
+    except AttributeError as exc:
+        raise _error(args, str(exc)) from None
+    labels = est.relations_ if args.relations else est.entities_
+    # a temporary file renamed into place: a failure never leaves a half-written file
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=".kgestimator-", suffix=".tsv")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for label, row in zip(labels.tolist(), table):
+                fh.write(str(label) + "\t" + "\t".join(f"{v:.9g}" for v in row.tolist()) + "\n")
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    what = "relation" if args.relations else "entity"
+    print(f"wrote {len(labels)} {what} vectors of {table.shape[1]} values to {output}", file=out)
+    return 0
+
+
 # ---------------------------------------------------------------------- list
 def _list_arguments(parser):
     pass
 
 
-def _summary(obj):
-    doc = (obj.__doc__ or "").strip().splitlines()
-    return doc[0].replace("``", "") if doc else ""
-
-
 def _list(args, out):
-    from .estimator import LOSSES
-    from .models import MODELS
-    from .samplers import SAMPLERS
+    from ._catalog import SECTIONS
+    from ._catalog import entries as read_registry
 
-    sections = {
-        "models (--model)": {name: f"{cls.__name__}: {_summary(cls)}" for name, cls in MODELS.items()},
-        "samplers (--sampler)": {name: _summary(cls) for name, cls in SAMPLERS.items()},
-        "losses (--loss)": LOSSES,
-    }
+    sections = {}
+    for title, module, name in SECTIONS:
+        lines = sections[title] = {}
+        for key, (cls, text) in read_registry(module, name).items():
+            # models are listed with their class name, unless the summary starts with it already
+            named = name == "MODELS" and not text.startswith(f"{cls}:")
+            lines[key] = f"{cls}: {text}" if named else text
     width = max(len(name) for entries in sections.values() for name in entries)
     for title, entries in sections.items():
         print(title, file=out)
@@ -549,7 +724,7 @@ def _demo(args, out):
 
 
 def _run_demo(args, out):
-    from .data import make_kg
+    from .datasets import make_kg
     from .estimator import KGEmbedder
 
     kg = make_kg(random_state=args.seed)
@@ -614,26 +789,45 @@ COMMANDS = {
               _train_arguments, _train),
     "evaluate": ("filtered ranking metrics (MRR, MR, Hits@k) of a model file on test triples",
                  _evaluate_arguments, _evaluate),
-    "predict": ("top-k tails (or heads) of queries, known facts left out",
-                _predict_arguments, _predict),
+    "predict": ("top-k tails, heads or relations of queries, known facts left out, or answer sets "
+                "with a coverage guarantee (--coverage)", _predict_arguments, _predict),
+    "embed": ("write the entity (or relation) vectors of a model file as TSV, label first",
+              _embed_arguments, _embed),
     "list": ("the models, negative samplers and losses", _list_arguments, _list),
     "demo": ("train DistMult and TransE with and without EMU on a generated graph "
              "and print their test metrics", _demo_arguments, _demo),
 }
 
 
-def build_parser():
-    """The ``kgestimator`` argument parser, one subparser per entry of :data:`COMMANDS`."""
+def build_parser(commands=None):
+    """The ``kgestimator`` argument parser, one subparser per entry of :data:`COMMANDS`.
+
+    Parameters
+    ----------
+    commands : iterable of str, optional
+        The subcommands whose arguments are added (all when None). Every
+        subcommand is listed either way; ``main`` adds only the one it runs,
+        because ``train``'s flags come from the estimator and importing it
+        costs seconds (torch, scikit-learn) that ``--help`` and ``list`` need not pay.
+    """
     from . import __version__
 
+    wanted = set(COMMANDS if commands is None else commands)
     parser = _Parser(prog="kgestimator",
                      description="Knowledge-graph embedding with EMU negatives "
                                  "(scikit-learn estimators).")
     parser.add_argument("--version", action="version", version=f"kgestimator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        subparser = sub.add_parser(name, help=help_text, description=help_text)
+        if name in wanted:
+            add_arguments(subparser)
     return parser
+
+
+def _command_of(argv):
+    """The subcommand named in ``argv`` (the first word not starting with '-'), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def main(argv=None):
@@ -653,7 +847,7 @@ def main(argv=None):
     argv = _dashed(sys.argv[1:] if argv is None else list(argv))
     prefix = "kgestimator"
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser([_command_of(argv)]).parse_args(argv)
         if args.command is None:
             raise CommandError(f"kgestimator: choose a command: {', '.join(COMMANDS)} "
                                "(see kgestimator --help)")

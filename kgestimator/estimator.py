@@ -1,33 +1,46 @@
 """``KGEmbedder``: the scikit-learn estimator. Parameters, validation and glue; no maths."""
 
+import copy
+import io
 import json
 import numbers
 import os
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
 from . import distributed as kgdist
+from . import persistence
+from .losses import LOSSES as LOSS_FUNCTIONS
+from .losses import describe as describe_loss
 from ._progress import epoch_progress, logger
-from ._utils import make_generator, resolve_device, resolve_mixed_precision, to_numpy
+from ._utils import make_generator, resolve_device, to_numpy
+from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
+from .lcwa import TRAININGS
+from .relations import relation_index, relation_metrics, score_relations
 from .memory import check_training_fits
-from .models import MODELS, is_path_based, make_model, model_param_names
+from .models import MODELS, check_model_params, is_path_based, make_model
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
-from .samplers import make_sampler
+from .samplers import UniformSampler, make_sampler, n_generated
+from .schedules import check_schedule
 from ._threads import fit_threads, torch_threads
-from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted, train
+from .model_selection import train_test_split_triples
+from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrupted, check_generated, make_config,
+                       train)
 
 #: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
 #: The tables print the code's keep-negative flag under "n_P/d", so
-#: mutation_ratio = 1 - flag (ALGORITHMS.md §5.2, §10.1).
+#: mutation_ratio = 1 - flag (docs/algorithms.md §5.2).
 EMU_DEFAULTS = {
     #            alpha, flag,  beta
     "complex": (0.34, 0.92, 0.12),
@@ -39,20 +52,11 @@ EMU_DEFAULTS = {
     "nbfnet": (1.0, 0.94, 0.25),
 }
 
-#: loss name -> one line for ``kgestimator list``
-LOSSES = {
-    "ce": "softmax cross-entropy over [positive, negatives]; the EMU code path",
-    "logistic": "negative-sampling logistic loss, negatives averaged",
-    "self_adversarial": "logistic loss with negatives weighted by softmax(adversarial_temperature * "
-                        "score) (RotatE)",
-    "bce": "binary cross-entropy, negatives weighted by softmax(adversarial_temperature * score) "
-           "(NBFNet's loss)",
-}
+#: loss name -> one line for ``kgestimator list`` (the registry is :data:`kgestimator.losses.LOSSES`)
+LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
 REGULARIZERS = (None, "n3", "l3", "l2")
-#: below this many training triples the one-off compile costs more than it saves
-COMPILE_MIN_TRIPLES = 50_000
 
 
 def _check_bool(name, value):
@@ -274,6 +278,16 @@ class KGEmbedder(BaseEstimator):
         process. Rank 0 computes the validation MRR; ``distributed_`` and
         ``history_`` report each rank's throughput. Not available with
         ``checkpoint_dir``.
+    callbacks : list of callback objects, default=None
+        Objects whose optional methods ``on_fit_begin(est)``,
+        ``on_validation(est, record)``, ``on_epoch_end(est, record)``,
+        ``on_fit_end(est)`` and ``on_exception(est, error)`` ``fit`` calls as it
+        goes (``record``: the epoch's ``history_`` entry); ``on_epoch_end`` or
+        ``on_validation`` returning True stops training after that epoch, like
+        early stopping. Early stopping and checkpoints work beside them; a clone
+        gets copies. Trackers for MLflow, TensorBoard and CSV files are in
+        :mod:`kgestimator.trackers`; see :mod:`kgestimator.callbacks`. Not saved
+        by ``save``.
 
     Attributes
     ----------
@@ -283,6 +297,23 @@ class KGEmbedder(BaseEstimator):
         Relation labels.
     model_ : torch.nn.Module
         The trained scoring model.
+    entity_embeddings_ : ndarray of shape (n_entities, width)
+        The entity table, row ``i`` for ``entities_[i]`` (float32, a CPU copy
+        made on each access). ``width`` is ``dim`` for TransE and DistMult, and
+        ``2 * dim`` for ComplEx and RotatE (``[real | imaginary]`` halves) and
+        HAKE (``[phase | modulus]``; phases as raw parameters, angle
+        ``x * pi / rho`` with ``rho = (gamma + 2) / dim``). NBFNet has no
+        entity table: reading it raises an AttributeError that says so.
+    relation_embeddings_ : ndarray of shape (n_relations, width)
+        The relation table, row ``i`` for ``relations_[i]``: ``dim`` columns
+        for TransE, DistMult and RotatE (RotatE: raw phases, as for HAKE),
+        ``2 * dim`` for ComplEx (``[real | imaginary]``) and ``3 * dim`` for
+        HAKE (``[phase | modulus | bias]``); for NBFNet the ``dim``-wide query
+        vectors of the relations (inverse relations left out).
+    calibrator_ : dict
+        After :meth:`calibrate`: the fitted score-to-probability map.
+    conformal_ : dict
+        After :meth:`calibrate_sets`: the sorted nonconformity values per group.
     sampler_ : object
         The fitted sampler.
     history_ : list of dict
@@ -331,7 +362,7 @@ class KGEmbedder(BaseEstimator):
                  learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
                  compile=False, sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
-                 checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False):
+                 checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False, callbacks=None):
         self.model = model
         self.dim = dim
         self.gamma = gamma
@@ -375,6 +406,7 @@ class KGEmbedder(BaseEstimator):
         self.checkpoint_every = checkpoint_every
         self.n_threads = n_threads
         self.distributed = distributed
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------------ validation
     def _resolve_emu(self):
@@ -391,7 +423,13 @@ class KGEmbedder(BaseEstimator):
             resolved[name] = float(value)
         return resolved
 
-    def _validate_params(self):
+    def _check_params(self):
+        """Check every parameter before anything is built; return the resolved EMU parameters.
+
+        Single-parameter rules first, then :meth:`_check_param_combinations`.
+        (Not scikit-learn's ``_validate_params``, whose contract is
+        ``_parameter_constraints``; this one returns a value.)
+        """
         _check_choice("model", self.model, list(MODELS))
         _check_number("dim", self.dim, 1, integer=True)
         _check_number("gamma", self.gamma, 0.0, low_open=True)
@@ -417,32 +455,38 @@ class KGEmbedder(BaseEstimator):
         _check_choice("compile", self.compile, ("auto", True, False))
         _check_choice("sparse", self.sparse, (True, False))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", True, False))
-        if self.sparse and self.regularizer == "l3":
-            raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
-                             "L3 penalty gives every row a gradient; use regularizer='n3'.")
+        check_callbacks(self.callbacks)
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
             raise ValueError(f"The 'checkpoint_dir' parameter must be None or a folder path; "
                              f"got {self.checkpoint_dir!r}.")
         if self.checkpoint_every is not None:
             _check_number("checkpoint_every", self.checkpoint_every, 1, integer=True)
-            if self.checkpoint_dir is None:
-                raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
-                                 "set checkpoint_dir or leave checkpoint_every at None.")
         if self.n_threads is not None:
             _check_number("n_threads", self.n_threads, 1, integer=True)
         _check_choice("distributed", self.distributed, (True, False))
+        emu_params = self._resolve_emu()
+        self._check_param_combinations()
+        return emu_params
+
+    def _check_param_combinations(self):
+        """The rules that span several parameters (after each one passed its own check)."""
+        if self.sparse and self.regularizer in ("l3", "l2"):
+            raise ValueError(f"The 'sparse' parameter cannot be True with regularizer={self.regularizer!r}: the "
+                             "full-table penalty gives every row a gradient; use regularizer='n3'.")
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
+                             "set checkpoint_dir or leave checkpoint_every at None.")
         if self.distributed and self.checkpoint_dir is not None:
             raise ValueError("The 'distributed' parameter cannot be True with checkpoint_dir: each rank's "
                              "random state would have to be checkpointed; leave checkpoint_dir at None.")
         self._check_model_params()
+        sampler = make_sampler(self.sampler)
+        if isinstance(n_generated(sampler), numbers.Integral):  # else the sampler's own check names it
+            check_generated(sampler, self.n_negatives)
         self._check_regime()
-        return self._resolve_emu()
 
     def _check_regime(self):
         """``training``, ``reciprocal``, ``dropout`` and the schedule: ``(dropout rates, schedule params)``."""
-        from .lcwa import TRAININGS
-        from .schedules import check_schedule
-
         _check_choice("training", self.training, TRAININGS)
         _check_number("label_smoothing", self.label_smoothing, 0.0, 1.0)
         if self.label_smoothing >= 1.0:
@@ -503,18 +547,12 @@ class KGEmbedder(BaseEstimator):
         if not isinstance(params, dict):
             raise ValueError(f"The 'model_params' parameter must be None, a dict or a JSON object string; "
                              f"got {self.model_params!r}.")
-        accepted = model_param_names(self.model)
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={self.model!r} "
-                             f"does not take; it takes {accepted if accepted else 'none'}.")
+        check_model_params(self.model, params)
         if is_path_based(MODELS[self.model]):
             self._check_path_model()
         return params
 
     def _check_path_model(self):
-        from .samplers import UniformSampler
-
         # Bernoulli subclasses Uniform: both only choose the corrupted side here
         if isinstance(self.sampler, str):
             ok, sampler = self.sampler in ("uniform", "bernoulli"), self.sampler
@@ -533,23 +571,10 @@ class KGEmbedder(BaseEstimator):
                 raise ValueError(f"The {name!r} parameter is not supported with model='nbfnet' "
                                  f"({name}={getattr(self, name)!r}): {why}.")
 
-    def _config(self, emu_params, n_train, device):
-        compile_ = self.compile if self.compile != "auto" else n_train >= COMPILE_MIN_TRIPLES
-        compile_ = compile_ and not is_path_based(MODELS[self.model])
-        return TrainConfig(
-            compile=bool(compile_), sparse=bool(self.sparse),
-            mixed_precision=resolve_mixed_precision(self.mixed_precision, device),
-            n_negatives=self.n_negatives, batch_size=self.batch_size, neg_chunk=self.neg_chunk_size,
-            n_epochs=self.n_epochs, max_steps=self.max_steps, learning_rate=float(self.learning_rate),
-            optimizer=self.optimizer, loss=self.loss,
-            adversarial_temperature=float(self.adversarial_temperature),
-            emu=self.emu, uls=bool(self.uls), emu_normalize=bool(self.emu_normalize),
-            emu_resample=bool(self.emu_resample), regularizer=self.regularizer,
-            reg_weight=float(self.reg_weight), early_stopping=bool(self.early_stopping),
-            eval_every=self.eval_every, patience=self.patience, training=self.training,
-            label_smoothing=float(self.label_smoothing), lr_scheduler=self.lr_scheduler,
-            lr_scheduler_params=self._check_regime()[1], **emu_params,
-        )
+    def _train_config(self, emu_params, n_train, device):
+        params = self.get_params(deep=False)
+        params["lr_scheduler_params"] = self._check_regime()[1]  # a JSON string becomes its dict
+        return make_config(params, emu_params, n_train, device)
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, X, n_columns=3, name="X"):
@@ -577,7 +602,7 @@ class KGEmbedder(BaseEstimator):
         -------
         self : KGEmbedder
         """
-        emu_params = self._validate_params()
+        emu_params = self._check_params()
         try:
             with torch_threads(fit_threads(self.n_threads)):
                 return self._fit(X, valid, emu_params)
@@ -588,126 +613,158 @@ class KGEmbedder(BaseEstimator):
                 torch.cuda.empty_cache()
 
     def _fit(self, X, valid, emu_params):
+        """The stages of ``fit`` after validation: data, parts, training, fitted attributes.
+
+        Fitted state is assembled in ``_FitParts`` and assigned at the end (or where
+        training stops with usable weights: Ctrl-C, a non-finite loss), so a failed
+        fit never leaves a half-updated estimator behind.
+        """
         labels = kgdata.check_triples(X, name="X")
-        device = resolve_device(self.device)
-        ctx, random_state = None, self.random_state
-        if self.distributed:
-            device = kgdist.local_device(device)
-            ctx = kgdist.init(device)
-            random_state = kgdist.shared_seed(self.random_state, ctx, device)
+        device, ctx, random_state = self._fit_context(resolve_device(self.device))
+        cfg = self._train_config(emu_params, labels.shape[0], device)
+        parts = self._encode_data(labels, self._validation_labels(labels, valid, random_state), device)
+        del labels  # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
+        self._build_parts(parts, random_state, device)
+        fit_ids, sync = parts.train_ids, None
+        if ctx is not None:
+            fit_ids, sync = self._distribute(parts, cfg, ctx, device)
+        checkpoint = self._checkpointer(parts)
+        validate = self._validation(parts, cfg, ctx, device)
         main = ctx is None or ctx.is_main
-        n_threads = torch.get_num_threads()
-        cfg = self._config(emu_params, labels.shape[0], device)
-        valid_labels = None
-        if self.early_stopping and valid is None:
-            from .model_selection import train_test_split_triples
+        desc = f"{self.model}{'+EMU' if self.emu else ''}"
+        if main:
+            logger.info("fit %s: %d triples, %d entities, %d relations, device %s%s", desc,
+                        parts.train_ids.shape[0], len(parts.entities), len(parts.relations), device,
+                        "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
+        # callbacks run where the progress is reported: on rank 0 only
+        hooks = CallbackRunner(check_callbacks(self.callbacks) if main else (), self, can_stop=ctx is None)
+        try:
+            with epoch_progress(desc, self.verbose if main else 0,
+                                None if self.max_steps else self.n_epochs) as progress:
+                hooks.begin()
+                history = train(parts.model, fit_ids, parts.sampler, cfg, parts.gen, validate=validate,
+                                progress=hooks.wrap(progress) if main else None, checkpoint=checkpoint, sync=sync)
+        except TrainingInterrupted as stop:
+            self._set_fitted(parts, stop.history, emu_params)
+            warnings.warn(str(stop), UserWarning, stacklevel=2)
+            hooks.end()
+            return self
+        except NonFiniteLossError as err:
+            if err.weights_kept:
+                self._set_fitted(parts, err.history, emu_params)
+            hooks.error(err)
+            raise
+        except Exception as err:
+            hooks.error(err)
+            raise
+        self._set_fitted(parts, history, emu_params)
+        if ctx is not None:
+            batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
+            self.distributed_ = _report_throughput(history, ctx, batch, device)
+        hooks.end()
+        return self
 
-            try:
-                labels, valid_labels = train_test_split_triples(
-                    labels, test_size=self.validation_fraction, random_state=random_state)
-            except ValueError as exc:
-                raise ValueError(
-                    f"early_stopping holds out validation_fraction={self.validation_fraction} of X's "
-                    f"{labels.shape[0]} triple(s), which leaves none to train on; pass valid= or lower "
-                    "validation_fraction.") from exc
-            if not valid_labels.shape[0]:
-                # every held-out triple was needed to introduce an entity or relation
-                valid_labels = None
-        elif valid is not None:
-            valid_labels = kgdata.check_triples(valid, name="valid")
+    def _fit_context(self, device):
+        """``(device, distributed context or None, random_state shared by the ranks)``."""
+        if not self.distributed:
+            return device, None, self.random_state
+        device = kgdist.local_device(device)
+        ctx = kgdist.init(device)
+        return device, ctx, kgdist.shared_seed(self.random_state, ctx, device)
 
-        # fitted state is assembled in locals and assigned at the end (or where
-        # training stops with usable weights: Ctrl-C, a non-finite loss), so a
-        # failed fit never leaves a half-updated estimator behind
+    def _validation_labels(self, labels, valid, random_state):
+        """``(training labels, validation labels or None)``: ``valid``, or a held-out split for early stopping."""
+        if valid is not None:
+            return labels, kgdata.check_triples(valid, name="valid")
+        if not self.early_stopping:
+            return labels, None
+        try:
+            labels, valid_labels = train_test_split_triples(
+                labels, test_size=self.validation_fraction, random_state=random_state)
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping holds out validation_fraction={self.validation_fraction} of X's "
+                f"{labels.shape[0]} triple(s), which leaves none to train on; pass valid= or lower "
+                "validation_fraction.") from exc
+        # empty when every held-out triple was needed to introduce an entity or relation
+        return labels, valid_labels if valid_labels.shape[0] else None
+
+    def _encode_data(self, labels, split, device):
+        """Vocabularies and id tensors of the training and validation triples, as ``_FitParts``."""
+        labels, valid_labels = split
         entities, relations = kgdata.build_vocabulary(labels)
         # fail in a second, not after an hour or with the machine swapping
         check_training_fits(MODELS[self.model], len(entities), len(relations), self.dim,
                             labels.shape[0] + (0 if valid_labels is None else valid_labels.shape[0]),
                             self.optimizer, self.sparse, self.early_stopping, device)
-        train_ids = _encode_strict(labels, entities, relations, device)
-        valid_ids = None
+        parts = _FitParts(entities, relations, device, _encode_strict(labels, entities, relations, device))
         if valid_labels is not None:
             ids, known, _ = _encode(valid_labels, entities, relations, device, name="valid")
-            valid_ids = ids[torch.as_tensor(known, device=device)]
+            parts.valid_ids = ids[torch.as_tensor(known, device=device)]
+        parts.known_ids = parts.train_ids if parts.valid_ids is None else torch.cat([parts.train_ids,
+                                                                                     parts.valid_ids])
+        return parts
 
-        # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
-        del labels, valid_labels
-        gen, seed = make_generator(random_state, device)
-        init_gen = torch.Generator().manual_seed(seed)
-        model = make_model(self.model, len(entities), len(relations), self.dim, float(self.gamma),
-                           self._check_model_params(), generator=init_gen, reciprocal=bool(self.reciprocal))
+    def _build_parts(self, parts, random_state, device):
+        """The seeded generator, the model and the fitted sampler, into ``parts``."""
+        parts.gen, parts.seed = make_generator(random_state, device)
+        n_ent, n_rel = len(parts.entities), len(parts.relations)
+        model = make_model(self.model, n_ent, n_rel, self.dim, float(self.gamma), self._check_model_params(),
+                           generator=torch.Generator().manual_seed(parts.seed), reciprocal=bool(self.reciprocal))
         if not is_path_based(model):
             model.entity_dropout, model.relation_dropout = self._check_regime()[0]
         if is_path_based(model):
             # the fact graph NBFNet propagates over: the training triples only
-            model.set_graph(train_ids.cpu())
-        model = model.to(device)
-        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations), generator=gen)
-        known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
-        sync, fit_ids = None, train_ids
-        if ctx is not None:
-            kgdist.broadcast_parameters(model)
-            gen.manual_seed(kgdist.rank_seed(seed, ctx.rank))  # own shuffles and negatives per rank
-            fit_ids = kgdist.shard(train_ids, ctx, seed)
-            cfg.batch_size = -(-cfg.batch_size // ctx.world_size)
-            sync = kgdist.GradientAverager(ctx, device)
+            model.set_graph(parts.train_ids.cpu())
+        parts.model = model.to(device)
+        parts.sampler = make_sampler(self.sampler).fit(parts.train_ids, n_ent, n_rel, generator=parts.gen)
 
-        checkpoint = None
-        if self.checkpoint_dir is not None:
-            data = [train_ids, entities, relations] + ([] if valid_ids is None else [valid_ids])
-            checkpoint = Checkpointer(self.checkpoint_dir, self.checkpoint_every,
-                                      fingerprint(self.get_params(deep=False), device, data))
-            checkpoint.prepare()
+    def _distribute(self, parts, cfg, ctx, device):
+        """This rank's share of the work: ``(its training ids, the gradient averager)``."""
+        kgdist.broadcast_parameters(parts.model)
+        parts.gen.manual_seed(kgdist.rank_seed(parts.seed, ctx.rank))  # own shuffles and negatives per rank
+        cfg.batch_size = -(-cfg.batch_size // ctx.world_size)
+        return kgdist.shard(parts.train_ids, ctx, parts.seed), kgdist.GradientAverager(ctx, device)
 
-        validate = None
-        if valid_ids is not None and valid_ids.shape[0]:
-            known_valid = KnownTriples(known_ids, len(entities), len(relations))
+    def _validation(self, parts, cfg, ctx, device):
+        """``validate() -> MRR`` on the validation ids, or None when there are none."""
+        valid_ids = parts.valid_ids
+        if valid_ids is None or not valid_ids.shape[0]:
+            if self.early_stopping:
+                warnings.warn("early_stopping is on but no validation triple has its entities and relation in "
+                              "the training triples; training runs every epoch without early stopping.",
+                              UserWarning, stacklevel=3)
+            return None
+        known_valid = KnownTriples(parts.known_ids, len(parts.entities), len(parts.relations))
 
-            def validate():
-                return evaluate_ranks(model, valid_ids, known_valid, compile=cfg.compile)["mrr"]
+        def validate():
+            return evaluate_ranks(parts.model, valid_ids, known_valid, compile=cfg.compile)["mrr"]
 
-            if ctx is not None:
-                validate = kgdist.main_validates(validate, ctx, device)
-        elif self.early_stopping:
-            warnings.warn("early_stopping is on but no validation triple has its entities and relation in "
-                          "the training triples; training runs every epoch without early stopping.",
-                          UserWarning, stacklevel=2)
+        return validate if ctx is None else kgdist.main_validates(validate, ctx, device)
 
-        def set_fitted(history):
-            model.eval()   # dropout is for training only; score_samples does not switch modes
-            self.entities_, self.relations_, self.device_ = entities, relations, device
-            self.model_ = model
-            self.sampler_ = sampler
-            self.history_ = history
-            self.emu_params_ = emu_params
-            self._known_ids = known_ids
-            self.n_iter_ = len(history)
-            self.n_threads_ = n_threads
-            self.distributed_ = None
+    def _checkpointer(self, parts):
+        if self.checkpoint_dir is None:
+            return None
+        data = [parts.train_ids, parts.entities, parts.relations]
+        data += [] if parts.valid_ids is None else [parts.valid_ids]
+        checkpoint = Checkpointer(self.checkpoint_dir, self.checkpoint_every,
+                                  fingerprint(self.get_params(deep=False), parts.device, data))
+        checkpoint.prepare()
+        return checkpoint
 
-        desc = f"{self.model}{'+EMU' if self.emu else ''}"
-        if main:
-            logger.info("fit %s: %d triples, %d entities, %d relations, device %s%s", desc,
-                        train_ids.shape[0], len(entities), len(relations), device,
-                        "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
-        try:
-            with epoch_progress(desc, self.verbose if main else 0,
-                                None if self.max_steps else self.n_epochs) as progress:
-                history = train(model, fit_ids, sampler, cfg, gen, validate=validate,
-                                progress=progress if main else None, checkpoint=checkpoint, sync=sync)
-        except TrainingInterrupted as stop:
-            set_fitted(stop.history)
-            warnings.warn(str(stop), UserWarning, stacklevel=2)
-            return self
-        except NonFiniteLossError as err:
-            if err.weights_kept:
-                set_fitted(err.history)
-            raise
-        set_fitted(history)
-        if ctx is not None:
-            batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
-            self.distributed_ = _report_throughput(history, ctx, batch, device)
-        return self
+    def _set_fitted(self, parts, history, emu_params):
+        parts.model.eval()  # dropout is for training only; score_samples does not switch modes
+        for stale in ("calibrator_", "conformal_"):  # they belong to the previous model
+            self.__dict__.pop(stale, None)
+        self.entities_, self.relations_, self.device_ = parts.entities, parts.relations, parts.device
+        self.model_ = parts.model
+        self.sampler_ = parts.sampler
+        self.history_ = history
+        self.emu_params_ = emu_params
+        self._known_ids = parts.known_ids
+        self.n_iter_ = len(history)
+        self.n_threads_ = parts.n_threads
+        self.distributed_ = None
 
     # ------------------------------------------------------------------ inference
     def _known_index(self, extra=None):
@@ -746,13 +803,240 @@ class KGEmbedder(BaseEstimator):
                 out.append(m.score(m.entities(b[:, 0]), m.relations(b[:, 1]), m.entities(b[:, 2])))
         return to_numpy(torch.cat(out)).astype(np.float64)
 
+    # ------------------------------------------------------------------ embeddings as features
+    @property
+    def entity_embeddings_(self):
+        from .features import entity_table
+
+        return entity_table(self)
+
+    @property
+    def relation_embeddings_(self):
+        from .features import relation_table
+
+        return relation_table(self)
+
+    def transform(self, X):
+        """Per-triple features for triple classification: head, relation and tail embeddings and the score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+
+        Returns
+        -------
+        features : ndarray of shape (n_triples, 2 * entity width + relation width + 1)
+            ``[head | relation | tail | score]`` (widths as in
+            ``entity_embeddings_`` and ``relation_embeddings_``);
+            :meth:`get_feature_names_out` names the columns. Not available for
+            NBFNet (no entity table; a ValueError says so).
+        """
+        from .features import triple_features
+
+        return triple_features(self, X)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit(X, **fit_params)``, then :meth:`transform` of ``X``."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the :meth:`transform` columns: ``head0..``, ``relation0..``, ``tail0..``, ``score``."""
+        from .features import triple_feature_names
+
+        check_is_fitted(self)
+        return triple_feature_names(self)
+
+    # ------------------------------------------------------------------ probabilities
+    def calibrate(self, X, method="sigmoid", n_negatives=1, filter_triples=None, random_state=None):
+        """Fit a map from scores to probabilities on held-out true triples and generated negatives.
+
+        Each triple of ``X`` is corrupted ``n_negatives`` times on each side
+        (head and tail) with uniform entities, redrawn when the corruption is
+        a known fact; :mod:`kgestimator.calibration` explains what the
+        probability then means.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+            Held-out true triples, not used in ``fit`` (e.g. a validation split
+            that early stopping did not use). Rows with unseen labels are left out.
+        method : {'sigmoid', 'isotonic'}, default='sigmoid'
+            Platt scaling (two parameters, for small ``X``) or isotonic
+            regression (monotone, non-parametric; needs more triples).
+        n_negatives : int, default=1
+            Corruptions per triple and per side.
+        filter_triples : array-like of shape (n_filter, 3), optional
+            More known facts a negative must not be (e.g. the test split).
+        random_state : int, RandomState instance or None, default=None
+
+        Returns
+        -------
+        self : KGEmbedder
+            With ``calibrator_`` set; the model itself is unchanged. A later
+            ``fit`` removes it; :meth:`save` does not write it (a pickle keeps it).
+        """
+        from .calibration import fit_calibrator, labelled_ids
+
+        check_is_fitted(self)
+        ids, y = labelled_ids(self, X, n_negatives, filter_triples, random_state)
+        scores = self._score_ids(ids)
+        self.calibrator_ = fit_calibrator(scores, y, method)
+        return self
+
+    def _check_calibrated(self):
+        if not hasattr(self, "calibrator_"):
+            raise AttributeError("predict_proba needs a calibration: call calibrate(held_out_triples) first.")
+        return True
+
+    @available_if(_check_calibrated)
+    def predict_proba(self, X):
+        """Calibrated probability that each triple is true (needs :meth:`calibrate` first).
+
+        Before :meth:`calibrate` the method is absent (``hasattr`` is False;
+        calling it raises an AttributeError that says to calibrate).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_triples,)
+        """
+        from .calibration import apply_calibrator
+
+        check_is_fitted(self)
+        return apply_calibrator(self.calibrator_, self.score_samples(X))
+
+    # ------------------------------------------------------------------ conformal answer sets
+    def calibrate_sets(self, X, nonconformity="score", min_queries=100, filter_triples=None, random_state=None):
+        """Calibrate split-conformal answer sets (:meth:`predict_set`) on held-out triples.
+
+        Both queries of each triple, ``(h, r, ?)`` and ``(?, r, t)``, are
+        ranked with the filtered protocol (training and validation facts,
+        ``X`` and ``filter_triples`` filtered, the answer kept);
+        :mod:`kgestimator.conformal` describes the nonconformity values and
+        the guarantee.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+            Held-out true triples exchangeable with the future queries, not used
+            in ``fit``. Rows with unseen labels are left out.
+        nonconformity : {'score', 'rank'}, default='score'
+            One minus the softmax probability of the answer (sets adapt to each
+            query), or its filtered rank (every query of a group gets the same
+            number of candidates, give or take one).
+        min_queries : int, default=100
+            Calibration queries a relation needs on a side to get its own
+            threshold; relations with fewer share the side's.
+        filter_triples : array-like of shape (n_filter, 3), optional
+            More known facts to filter.
+        random_state : int, RandomState instance or None, default=None
+            Tie-breaking draws of ``nonconformity='rank'``.
+
+        Returns
+        -------
+        self : KGEmbedder
+            With ``conformal_`` set. A later ``fit`` removes it; :meth:`save`
+            does not write it (a pickle keeps it).
+        """
+        from .conformal import fit_conformal
+
+        check_is_fitted(self)
+        ids, ok, _ = self._encode(X, 3, name="X")
+        ids = ids[torch.as_tensor(ok, device=self.device_)]
+        if not ids.shape[0]:
+            raise ValueError("X has no triple whose entities and relation were seen during fit.")
+        known = self._known_index(self._with_filter(ids, filter_triples))
+        self.conformal_ = fit_conformal(self, ids, known, nonconformity, min_queries, random_state)
+        return self
+
+    def _check_calibrated_sets(self, coverage):
+        check_is_fitted(self)
+        if not hasattr(self, "conformal_"):
+            raise ValueError("Answer sets need a conformal calibration: call calibrate_sets(held_out_triples) first.")
+        _check_number("coverage", coverage, 0.0, 1.0, low_open=True)
+
+    def predict_set(self, X, coverage=0.9, direction="tail", random_state=None):
+        """For each query, a set of answers that holds the true one with probability ``coverage``.
+
+        Known facts (training and validation triples) are never in a set, as
+        in the filtered ranking the calibration used. Needs :meth:`calibrate_sets`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, 2) or (n_queries, 3)
+            Queries as for :meth:`predict_topk` (``'tail'`` or ``'head'``).
+        coverage : float in (0, 1], default=0.9
+        direction : {'tail', 'head'}, default='tail'
+        random_state : int, RandomState instance or None, default=None
+            The draw that settles the boundary candidate with ``nonconformity='rank'``.
+
+        Returns
+        -------
+        sets : list of ndarray
+            One array of entity labels per query, best score first (possibly empty).
+        """
+        return self._predict_set(X, coverage, direction, random_state)[1]
+
+    def _predict_set(self, X, coverage, direction, random_state):
+        """``(query labels, label arrays, score arrays)`` of :meth:`predict_set`."""
+        from .conformal import predict_sets
+
+        self._check_calibrated_sets(coverage)
+        query_labels, anchor, rel = self._queries(X, direction)
+        ids, scores = predict_sets(self, anchor, rel, direction, self._known_index(), coverage, random_state)
+        return query_labels, [self.entities_[i] for i in ids], scores
+
+    def evaluate_sets(self, X, coverage=0.9, filter_triples=None, random_state=None):
+        """Empirical coverage and set sizes of :meth:`predict_set` on test triples, both query sides.
+
+        The sets are those of the filtered protocol (``X`` and
+        ``filter_triples`` filtered besides the known facts, as in
+        :meth:`evaluate`). Triples with unseen labels count as uncovered.
+
+        Returns
+        -------
+        report : dict
+            ``coverage``, ``mean_set_size``, ``median_set_size``, ``n_queries``
+            over both sides, the same under ``'head'`` and ``'tail'``, and
+            ``target_coverage``, ``n_triples``, ``n_unknown``, ``n_relation_groups``.
+        """
+        from .conformal import evaluate_sets
+
+        self._check_calibrated_sets(coverage)
+        ids, known, _ = self._encode(X, 3, name="X")
+        ok = torch.as_tensor(known, device=self.device_)
+        ids = ids[ok]
+        return evaluate_sets(self, ids, self._known_index(self._with_filter(ids, filter_triples)), coverage,
+                             int((~known).sum()), random_state)
+
+    def _with_filter(self, ids, filter_triples):
+        """``ids`` and the encodable ``filter_triples``, as one id tensor."""
+        if filter_triples is None:
+            return ids
+        f_ids, f_known, _ = self._encode(filter_triples, 3, name="filter_triples")
+        return torch.cat([ids, f_ids[torch.as_tensor(f_known, device=self.device_)]])
+
+    def _score_ids(self, ids):
+        """:meth:`score_samples` of encoded triples."""
+        labels = np.stack([self.entities_[ids[:, 0].cpu().numpy()], self.relations_[ids[:, 1].cpu().numpy()],
+                           self.entities_[ids[:, 2].cpu().numpy()]], 1)
+        return self.score_samples(labels)
+
     def _queries(self, X, direction):
         """``(labels (n, 2), anchor ids, relation ids)`` of tail or head queries.
 
         ``labels`` holds ``(anchor, relation)``: the head for tail queries, the
         tail for head queries.
         """
-        _check_choice("direction", direction, ("tail", "head"))
+        _check_choice("direction", direction, ("tail", "head", "relation"))
+        if direction == "relation":
+            # (head, tail) pairs, or full triples whose relation is ignored
+            labels = kgdata.check_triples(X, n_columns=2, name="X", columns=("head", "tail"))
+            ids = _encode_strict(labels, self.entities_, self.entities_, self.device_, 2, name="X")
+            return labels, ids[:, 0], ids[:, 1]
         roles = kgdata.column_roles(X)
         expected = ("head", "relation") if direction == "tail" else ("relation", "tail")
         if roles is not None and len(roles) == 2 and roles != expected:
@@ -773,12 +1057,17 @@ class KGEmbedder(BaseEstimator):
         ----------
         X : array-like of shape (n_queries, 2) or (n_queries, 3)
             Tail queries ``(head, relation)``; for ``direction='head'``,
-            ``(relation, tail)`` pairs. A third column is ignored (tail queries) or
-            the head column is ignored (head queries given as triples). A
+            ``(relation, tail)`` pairs; for ``direction='relation'``,
+            ``(head, tail)`` pairs. A third column is ignored (tail queries) or
+            the head (head queries) or relation (relation queries) column of
+            triples is ignored. A
             DataFrame with columns named ``head``, ``relation`` (and ``tail``)
             is read by name.
         k : int, default=10
-        direction : {'tail', 'head'}, default='tail'
+        direction : {'tail', 'head', 'relation'}, default='tail'
+            Which element of the triple to predict; relations are ranked with
+            the same known-fact exclusion (the relations already known between
+            the pair). NBFNet needs one propagation per relation for it.
         exclude_known : bool, default=True
             Leave out answers already known from the training (and validation) triples.
         as_frame : bool, default=False
@@ -792,7 +1081,8 @@ class KGEmbedder(BaseEstimator):
         frame : pandas.DataFrame
             When ``as_frame=True``: ``k`` rows per query, in query order, with
             columns ``query`` (the query's position in ``X``), ``head`` and
-            ``relation`` (``relation`` and ``tail`` for head queries), ``rank``
+            ``relation`` (``relation`` and ``tail`` for head queries, ``head``
+            and ``tail`` for relation queries), ``rank``
             (1 to ``k``), ``label``, ``score`` and ``known`` (whether the answer
             is a training or validation fact, so always False with
             ``exclude_known=True``; a query then has fewer than ``k`` rows
@@ -812,20 +1102,28 @@ class KGEmbedder(BaseEstimator):
     def _predict_topk(self, X, k, direction, exclude_known, with_known=False):
         """``(query labels (n, 2), labels (n, k), scores (n, k), known (n, k) or None)``."""
         check_is_fitted(self)
-        n_ent = len(self.entities_)
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_ent:
-            raise ValueError(f"k must be an int in [1, {n_ent}] (the number of entities); got {k!r}.")
+        relation = isinstance(direction, str) and direction == "relation"
+        n_cand, what = (len(self.relations_), "relations") if relation else (len(self.entities_), "entities")
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_cand:
+            raise ValueError(f"k must be an int in [1, {n_cand}] (the number of {what}); got {k!r}.")
         _check_bool("exclude_known", exclude_known)
         query_labels, anchor, rel = self._queries(X, direction)
-        known = self._known_index() if exclude_known or with_known else None
+        known = None
+        if exclude_known or with_known:
+            known = self._known_index() if not relation else relation_index(
+                self._known_ids.to(self.device_), len(self.entities_), len(self.relations_))
         labels, scores, flags = [], [], []
         bs = query_batch_size(self.model_)
         self.model_.eval()
         with torch.no_grad():
             for i in range(0, anchor.shape[0], bs):
                 a, r = anchor[i:i + bs], rel[i:i + bs]
-                s = score_all(self.model_, a, r, direction, self._compile_scoring())
-                mask = known.mask(a, r, direction) if known is not None else None
+                if relation:  # r holds the tails of (head, tail) pairs
+                    s = score_relations(self.model_, a, r)
+                else:
+                    s = score_all(self.model_, a, r, direction, self._compile_scoring())
+                side = "tail" if relation else direction
+                mask = known.mask(a, r, side) if known is not None else None
                 if exclude_known:
                     if not with_known:  # a frame can hold fewer than k rows; arrays cannot
                         _check_enough_candidates(mask, k, i)
@@ -836,7 +1134,7 @@ class KGEmbedder(BaseEstimator):
                 if with_known:
                     flags.append(to_numpy(mask.gather(1, top.indices)))
         idx = np.concatenate(labels)
-        return (query_labels, self.entities_[idx], np.concatenate(scores).astype(np.float64),
+        return (query_labels, (self.relations_ if relation else self.entities_)[idx], np.concatenate(scores).astype(np.float64),
                 np.concatenate(flags) if with_known else None)
 
     def predict(self, X, direction="tail", exclude_known=True):
@@ -848,7 +1146,7 @@ class KGEmbedder(BaseEstimator):
         """
         return self.predict_topk(X, k=1, direction=direction, exclude_known=exclude_known)[0][:, 0]
 
-    def evaluate(self, X, filter_triples=None, batch_size=None):
+    def evaluate(self, X, filter_triples=None, batch_size=None, relation=False):
         """Filtered ranking metrics, per side and over both sides.
 
         Known answers from the training triples, ``valid`` of ``fit``, ``X`` itself
@@ -864,12 +1162,17 @@ class KGEmbedder(BaseEstimator):
         batch_size : int, optional
             Queries scored at once; by default as many as fit a bounded block
             of memory (see :func:`kgestimator.evaluation.query_batch_size`).
+        relation : bool, default=False
+            Also rank each triple's relation among all relations for its
+            ``(head, tail)`` pair, other known relations of the pair filtered
+            (reported under ``'relation'``, not in the overall metrics).
 
         Returns
         -------
         metrics : dict
             ``mrr``, ``mr``, ``hits@1``, ``hits@3``, ``hits@10``, ``n_triples``,
-            ``n_unknown`` and the same metrics under ``'head'`` and ``'tail'``.
+            ``n_unknown`` and the same metrics under ``'head'`` and ``'tail'``
+            (and ``'relation'`` with ``relation=True``).
         """
         check_is_fitted(self)
         if batch_size is not None:
@@ -885,8 +1188,14 @@ class KGEmbedder(BaseEstimator):
         if n_missing:
             warnings.warn(f"{n_missing} triple(s) have entities or relations unseen during fit; "
                           "they count as misses.", stacklevel=2)
-        return evaluate_ranks(self.model_, ids, self._known_index(extra), n_missing, batch_size,
-                              self._compile_scoring())
+        _check_bool("relation", relation)
+        result = evaluate_ranks(self.model_, ids, self._known_index(extra), n_missing, batch_size,
+                                self._compile_scoring())
+        if relation:
+            known_rel = relation_index(torch.cat([self._known_ids.to(self.device_), extra]),
+                                       len(self.entities_), len(self.relations_))
+            result["relation"] = relation_metrics(self.model_, ids, known_rel, n_missing, batch_size)
+        return result
 
     def _compile_scoring(self):
         """Whether ranking and top-k scoring use the compiled distance-model kernel (``compile``)."""
@@ -921,9 +1230,7 @@ class KGEmbedder(BaseEstimator):
         The file holds tensors, JSON metadata and a SHA-256 checksum, and is
         written atomically (temporary file, then rename). Read it with :meth:`load`.
         """
-        from .persistence import save
-
-        save(self, path)
+        persistence.save(self, path)
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -953,9 +1260,7 @@ class KGEmbedder(BaseEstimator):
         FileNotFoundError
             When ``path`` does not exist.
         """
-        from .persistence import load
-
-        return load(path, device=device)
+        return persistence.load(path, cls, device=device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -963,7 +1268,28 @@ class KGEmbedder(BaseEstimator):
         tags.input_tags.categorical = True
         tags.target_tags.required = False
         tags.non_deterministic = False
+        # transform() gives per-triple features (not a TransformerMixin: no fit_transform)
+        from sklearn.utils import TransformerTags
+
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
+
+
+@dataclass
+class _FitParts:
+    """What one fit builds before it becomes the estimator's fitted state."""
+
+    entities: np.ndarray
+    relations: np.ndarray
+    device: torch.device
+    train_ids: torch.Tensor
+    valid_ids: torch.Tensor | None = None
+    model: torch.nn.Module | None = None
+    sampler: object = None
+    gen: torch.Generator | None = None
+    seed: int = 0
+    n_threads: int = field(default_factory=torch.get_num_threads)
+    known_ids: torch.Tensor | None = None       # training and validation ids: the filter of evaluations
 
 
 def _encode(X, entities, relations, device, n_columns=3, name="X"):
@@ -996,7 +1322,8 @@ def topk_columns(query_labels, labels, scores, known, direction, exclude_known):
     """
     n, k = labels.shape
     anchor, rel = query_labels[:, 0], query_labels[:, 1]
-    query = {"head": anchor, "relation": rel} if direction == "tail" else {"relation": rel, "tail": anchor}
+    query = ({"head": anchor, "relation": rel} if direction == "tail" else
+             {"relation": rel, "tail": anchor} if direction == "head" else {"head": anchor, "tail": rel})
     columns = {"query": np.repeat(np.arange(n), k),
                **{name: np.repeat(values, k) for name, values in query.items()},
                "rank": np.tile(np.arange(1, k + 1), n), "label": labels.ravel(),
@@ -1028,9 +1355,6 @@ def _report_throughput(history, ctx, batch_size, device):
 def copy_to_cpu(obj):
     """A copy of a module, or of any object holding tensors (samplers: caches, networks,
     optimisers), with every tensor on the CPU."""
-    import copy
-    import io
-
     if isinstance(obj, torch.nn.Module):
         return copy.deepcopy(obj).cpu()
     # torch's own serialiser reaches tensors anywhere inside the object (optimiser state

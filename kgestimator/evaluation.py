@@ -1,4 +1,4 @@
-"""Filtered link-prediction ranking with realistic ties (ALGORITHMS.md §6).
+"""Filtered link-prediction ranking with realistic ties (docs/algorithms.md §6).
 
 For every evaluation triple there are two queries, ``(h, r, ?)`` and ``(?, r, t)``.
 Each batch of queries is scored against all entities at once (one matrix product

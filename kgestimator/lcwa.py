@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .filtering import KnownTriples
+from .losses import regularization
 from .models import is_path_based
 from .mutation import emu_mask, mutated_scores
 
@@ -126,8 +127,6 @@ class LCWAStep:
 
     # ------------------------------------------------------------------ loss
     def __call__(self, batch, step, generator):
-        from .training import emu_loss, regularization
-
         cfg, model = self.cfg, self.model
         groups = self._groups(batch)
         if is_path_based(model):

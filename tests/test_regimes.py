@@ -9,7 +9,7 @@ from kgestimator import lcwa
 from kgestimator.lcwa import LCWAStep, kvsall_rows
 from kgestimator.models import make_model
 from kgestimator.schedules import LRSchedule, check_schedule
-from kgestimator.training import TrainConfig
+from conftest import train_config
 
 # a 5-entity graph: entities e0..e4, relations r0, r1
 GRAPH = np.array([["e0", "r0", "e1"], ["e0", "r0", "e2"], ["e1", "r1", "e3"], ["e2", "r0", "e4"],
@@ -64,7 +64,7 @@ def test_kvsall_bce_loss_matches_the_hand_formula():
 def test_kvsall_targets_come_from_the_known_training_answers_only():
     train = torch.tensor([[0, 0, 1], [0, 0, 2], [3, 0, 2], [1, 1, 4]])
     model = make_model("distmult", 5, 2, 4, 24.0, generator=torch.Generator().manual_seed(0))
-    step = LCWAStep(model, train, TrainConfig(training="kvsall"))
+    step = LCWAStep(model, train, train_config(training="kvsall"))
     rows = step.rows.tolist()
     # distinct queries, each once: (0, r0, ?), (3, r0, ?), (1, r1, ?), (?, r0, 1), (?, r0, 2), (?, r1, 4)
     assert sorted(rows) == sorted([[0, 0, 0], [3, 0, 0], [1, 1, 0], [1, 0, 1], [2, 0, 1], [4, 1, 1]])
@@ -85,7 +85,7 @@ def test_kvsall_rows_of_a_fit_exclude_validation_answers():
     est.fit(GRAPH, valid=valid)
     # the fitted model never saw e3 as a target of (e0, r0, ?): check what the step builds from train
     train_ids = torch.as_tensor(_ids(est, GRAPH))
-    step = LCWAStep(est.model_, train_ids, TrainConfig(training="kvsall"))
+    step = LCWAStep(est.model_, train_ids, train_config(training="kvsall"))
     e0, r0, e3 = (int(np.flatnonzero(est.entities_ == "e0")[0]), int(np.flatnonzero(est.relations_ == "r0")[0]),
                   int(np.flatnonzero(est.entities_ == "e3")[0]))
     labels, _ = step._labels(step._groups(torch.tensor([[e0, r0, 0]])), train_ids.device)
@@ -102,7 +102,7 @@ def test_chunked_entity_axis_gives_the_same_loss_and_gradient(model, loss, monke
         monkeypatch.setattr(lcwa, "SCORE_ELEMENTS", budget)
         m = make_model(model, 5, 2, 3, 2.0, generator=torch.Generator().manual_seed(0))
         for training in ("1vsall", "kvsall"):
-            step = LCWAStep(m, train, TrainConfig(training=training, loss=loss, label_smoothing=0.1))
+            step = LCWAStep(m, train, train_config(training=training, loss=loss, label_smoothing=0.1))
             m.zero_grad()
             value = step(step.rows, 0, torch.Generator().manual_seed(0))
             value.backward()
@@ -116,7 +116,7 @@ def test_chunked_entity_axis_gives_the_same_loss_and_gradient(model, loss, monke
 def test_emu_1vsall_mutated_scores_keep_the_positive_and_reduce_to_uls_without_mutation():
     train = torch.tensor([[0, 0, 1], [3, 0, 2], [1, 1, 4]])
     m = make_model("distmult", 5, 2, 3, 2.0, generator=torch.Generator().manual_seed(0))
-    cfg = TrainConfig(training="1vsall", emu=True, alpha=0.5, beta=0.2, mutation_ratio=0.7)
+    cfg = train_config(training="1vsall", emu=True, alpha=0.5, beta=0.2, mutation_ratio=0.7)
     step = LCWAStep(m, train, cfg)
     score, emu_score, _ = step._embedding_scores(step._groups(train), torch.Generator().manual_seed(0))
     s, e = score(0, 5), emu_score(0, 5)
@@ -126,7 +126,7 @@ def test_emu_1vsall_mutated_scores_keep_the_positive_and_reduce_to_uls_without_m
     torch.testing.assert_close(e[rows, target], s[rows, target])
     assert not torch.allclose(e, s)
     # mutation_ratio = 0: the EMU term is ULS over the vanilla scores, /(n - 1), plus alpha * vanilla
-    cfg0 = TrainConfig(training="1vsall", emu=True, alpha=0.5, beta=0.2, mutation_ratio=0.0)
+    cfg0 = train_config(training="1vsall", emu=True, alpha=0.5, beta=0.2, mutation_ratio=0.0)
     total = LCWAStep(m, train, cfg0)(train, 0, torch.Generator().manual_seed(0))
     logp = torch.log_softmax(s, 1)
     onehot = torch.nn.functional.one_hot(target, 5).bool()
@@ -240,7 +240,7 @@ def test_presets_build_estimators():
             "libkge-wn18rr-complex", "kbc-fb15k237-complex-n3", "kbc-wn18rr-complex-n3"} <= set(PRESETS)
     for name, params in PRESETS.items():
         est = KGEmbedder(**params)
-        est._validate_params()
+        est._check_params()
         assert est.get_params()["model"] == params["model"], name
     # a preset runs (a few steps on the toy graph)
     KGEmbedder(**{**PRESETS["kbc-fb15k237-complex-n3"], "max_steps": 2, "n_epochs": 1}).fit(GRAPH)

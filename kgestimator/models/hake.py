@@ -1,4 +1,4 @@
-"""HAKE: phase (half-angle sine) plus modulus with a clamped mixture bias (ALGORITHMS.md §1.6)."""
+"""HAKE: phase (half-angle sine) plus modulus with a clamped mixture bias (docs/algorithms.md §1.6)."""
 
 import torch
 from torch import nn
