@@ -20,6 +20,7 @@ _PUBLIC = {
     "SCORERS": "metrics",
     "TripleKFold": "model_selection",
     "train_test_split_triples": "model_selection",
+    "PRESETS": "presets",
 }
 
 __all__ = [*_PUBLIC, "__version__"]

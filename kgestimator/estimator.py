@@ -25,12 +25,14 @@ from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
+from .lcwa import TRAININGS
 from .relations import relation_index, relation_metrics, score_relations
 from .memory import check_training_fits
 from .models import MODELS, check_model_params, is_path_based, make_model
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
 from .samplers import UniformSampler, make_sampler, n_generated
+from .schedules import check_schedule
 from ._threads import fit_threads, torch_threads
 from .model_selection import train_test_split_triples
 from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrupted, check_generated, make_config,
@@ -54,7 +56,7 @@ EMU_DEFAULTS = {
 LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
-REGULARIZERS = (None, "n3", "l3")
+REGULARIZERS = (None, "n3", "l3", "l2")
 
 
 def _check_bool(name, value):
@@ -99,7 +101,9 @@ class KGEmbedder(BaseEstimator):
         string: for NBFNet ``n_layers`` (6), ``aggregate`` ('pna' or 'sum'),
         ``message`` ('distmult' or 'transe'), ``dependent`` (False),
         ``layer_norm`` (True), ``short_cut`` (True), ``remove_one_hop`` (False)
-        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``.
+        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``;
+        for every embedding model ``init_scale``, the initial uniform range
+        ``[-init_scale, init_scale]`` instead of ``(gamma + 2) / dim`` (kbc starts near 1e-3).
     sampler : str or sampler object, default='uniform'
         ``'uniform'`` (alternating head/tail corruption), ``'bernoulli'``,
         ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
@@ -140,10 +144,52 @@ class KGEmbedder(BaseEstimator):
     adversarial_temperature : float, default=1.0
         ``alpha`` of the self-adversarial weights ``softmax(alpha * s_neg)``
         (``'self_adversarial'`` and ``'bce'``; NBFNet's temperature ``T`` is ``1 / alpha``).
-    regularizer : {None, 'n3', 'l3'}, default=None
-        N3 over the batch's factors (Lacroix et al. 2018) or L3 over the full tables.
+    regularizer : {None, 'n3', 'l3', 'l2'}, default=None
+        N3 over the batch's factors (Lacroix et al. 2018; frequency-weighted
+        as in kbc and LibKGE's ``weighted: True``: an entity is penalised once
+        per occurrence in the step, divided by the number of queries), or L3 /
+        squared L2 over the full tables (LibKGE's unweighted ``lp``).
     reg_weight : float, default=0.0
         Regularisation weight.
+    training : {'negative_sampling', '1vsall', 'kvsall'}, default='negative_sampling'
+        How a step scores candidates. ``'negative_sampling'``: each positive
+        against ``n_negatives`` sampled entities (one side per step, as the
+        sampler chooses). ``'1vsall'``: each training triple's tail query
+        ``(h, r, ?)`` and head query ``(?, r, t)`` against every entity, with
+        ``loss='ce'`` (softmax cross-entropy, LibKGE's ``kl``) or ``'bce'``.
+        ``'kvsall'``: each distinct training query against every entity, its
+        target marking all known training answers (multi-label; an epoch goes
+        through the distinct queries). Both score all entities with one matrix
+        product for bilinear models and in blocks for distance models and
+        NBFNet; steps with more than ``kgestimator.lcwa.SCORE_ELEMENTS``
+        scores go through the entity axis in chunks. ``emu`` works with
+        ``'1vsall'`` (every entity mutated, see the README); samplers other
+        than ``'uniform'`` do not apply.
+    label_smoothing : float, default=0.0
+        1vsAll/KvsAll targets ``(1 - label_smoothing) * y + label_smoothing / n_entities``
+        (LibKGE's ``KvsAll.label_smoothing``), in [0, 1).
+    reciprocal : bool, default=False
+        Reciprocal relations (Lacroix et al. 2018; LibKGE's
+        ``reciprocal_relations_model``): every relation gets a second embedding
+        for its inverse, and head queries ``(?, r, t)`` are answered as tail
+        queries ``(t, r^-1, ?)`` in training, evaluation and
+        ``predict_topk(direction='head')``; ``score_samples`` scores the
+        forward direction. NBFNet always works this way and ignores it.
+    dropout : float or (float, float), default=0.0
+        Dropout on embeddings while training: one rate for entities and
+        relations, or ``(entity_rate, relation_rate)`` (LibKGE's embedder
+        ``dropout``). It applies to looked-up rows and to the candidate
+        table scored in full. Embedding models only.
+    lr_scheduler : {None, 'plateau', 'cosine'}, default=None
+        ``'plateau'``: multiply the learning rate by ``factor`` after
+        ``patience`` validation evaluations without improvement of the MRR
+        (needs validation triples: ``valid`` or ``early_stopping``);
+        ``'cosine'``: cosine decay from ``learning_rate`` to ``min_lr`` over
+        the run's steps. Not with ``optimizer='adagrad_then_adam'``.
+    lr_scheduler_params : dict, str or None, default=None
+        The schedule's settings, as a dict or a JSON object string:
+        ``'plateau'`` takes ``factor`` (0.5), ``patience`` (2 evaluations),
+        ``threshold`` (1e-4, relative) and ``min_lr`` (0); ``'cosine'`` ``min_lr`` (0).
     optimizer : {'adam', 'adagrad', 'adagrad_then_adam'}, default='adam'
         ``'adagrad_then_adam'`` is the EMU code's schedule: Adagrad, then a fresh
         Adam at ``learning_rate / 10`` halfway.
@@ -310,7 +356,9 @@ class KGEmbedder(BaseEstimator):
     def __init__(self, model="distmult", dim=100, gamma=24.0, model_params=None, sampler="uniform", n_negatives=256,
                  neg_chunk_size=100, emu=False, alpha="auto", mutation_ratio="auto", uls=True,
                  beta="auto", emu_normalize=True, emu_resample=True, loss="ce",
-                 adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
+                 adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, training="negative_sampling",
+                 label_smoothing=0.0, reciprocal=False, dropout=0.0, lr_scheduler=None,
+                 lr_scheduler_params=None, optimizer="adam",
                  learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
                  compile=False, sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
@@ -333,6 +381,12 @@ class KGEmbedder(BaseEstimator):
         self.adversarial_temperature = adversarial_temperature
         self.regularizer = regularizer
         self.reg_weight = reg_weight
+        self.training = training
+        self.label_smoothing = label_smoothing
+        self.reciprocal = reciprocal
+        self.dropout = dropout
+        self.lr_scheduler = lr_scheduler
+        self.lr_scheduler_params = lr_scheduler_params
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -416,9 +470,9 @@ class KGEmbedder(BaseEstimator):
 
     def _check_param_combinations(self):
         """The rules that span several parameters (after each one passed its own check)."""
-        if self.sparse and self.regularizer == "l3":
-            raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
-                             "L3 penalty gives every row a gradient; use regularizer='n3'.")
+        if self.sparse and self.regularizer in ("l3", "l2"):
+            raise ValueError(f"The 'sparse' parameter cannot be True with regularizer={self.regularizer!r}: the "
+                             "full-table penalty gives every row a gradient; use regularizer='n3'.")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
                              "set checkpoint_dir or leave checkpoint_every at None.")
@@ -429,6 +483,55 @@ class KGEmbedder(BaseEstimator):
         sampler = make_sampler(self.sampler)
         if isinstance(n_generated(sampler), numbers.Integral):  # else the sampler's own check names it
             check_generated(sampler, self.n_negatives)
+        self._check_regime()
+
+    def _check_regime(self):
+        """``training``, ``reciprocal``, ``dropout`` and the schedule: ``(dropout rates, schedule params)``."""
+        _check_choice("training", self.training, TRAININGS)
+        _check_number("label_smoothing", self.label_smoothing, 0.0, 1.0)
+        if self.label_smoothing >= 1.0:
+            raise ValueError(f"The 'label_smoothing' parameter must be below 1; got {self.label_smoothing!r}.")
+        _check_bool("reciprocal", self.reciprocal)
+        rates = self.dropout if isinstance(self.dropout, (tuple, list)) else (self.dropout, self.dropout)
+        if len(rates) != 2:
+            raise ValueError(f"The 'dropout' parameter must be a float or a pair (entity, relation); "
+                             f"got {self.dropout!r}.")
+        for rate in rates:
+            _check_number("dropout", rate, 0.0, 1.0)
+            if rate >= 1.0:
+                raise ValueError(f"The 'dropout' parameter must be below 1; got {self.dropout!r}.")
+        path = is_path_based(MODELS[self.model])
+        if path and any(rates):
+            raise ValueError("The 'dropout' parameter is not supported with model='nbfnet' (it has no "
+                             "embedding tables); leave it at 0.")
+        lcwa = self.training != "negative_sampling"
+        if lcwa:
+            if self.loss not in ("ce", "bce"):
+                raise ValueError(f"training={self.training!r} takes loss='ce' or 'bce'; got loss={self.loss!r}.")
+            if not (isinstance(self.sampler, str) and self.sampler == "uniform"):
+                raise ValueError(f"training={self.training!r} scores every entity, so no sampler applies; "
+                                 f"leave sampler='uniform' (got {self.sampler!r}).")
+            if self.emu and (self.training == "kvsall" or self.emu == "mixup" or self.loss == "bce"):
+                raise ValueError(f"emu={self.emu!r} is available with training='1vsall', loss='ce' and "
+                                 f"emu in (True, 'ls_only'); got training={self.training!r}, loss={self.loss!r}.")
+        elif self.label_smoothing:
+            raise ValueError("The 'label_smoothing' parameter applies to training='1vsall' or 'kvsall'; "
+                             "leave it at 0 with negative sampling.")
+        params = self.lr_scheduler_params
+        if isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except ValueError as exc:
+                raise ValueError(f"The 'lr_scheduler_params' parameter must be a dict or a JSON object; "
+                                 f"{self.lr_scheduler_params!r} is not valid JSON ({exc}).") from None
+        if params is not None and not isinstance(params, dict):
+            raise ValueError(f"The 'lr_scheduler_params' parameter must be None, a dict or a JSON object "
+                             f"string; got {self.lr_scheduler_params!r}.")
+        schedule = check_schedule(self.lr_scheduler, params)
+        if self.lr_scheduler is not None and self.optimizer == "adagrad_then_adam":
+            raise ValueError("The 'lr_scheduler' parameter cannot be combined with optimizer='adagrad_then_adam', "
+                             "which sets its own rate halfway; use 'adam' or 'adagrad'.")
+        return tuple(float(r) for r in rates), schedule
 
     def _check_model_params(self):
         """``model_params`` as a dict with keys the model takes; NBFNet's unsupported combinations."""
@@ -469,7 +572,9 @@ class KGEmbedder(BaseEstimator):
                                  f"({name}={getattr(self, name)!r}): {why}.")
 
     def _train_config(self, emu_params, n_train, device):
-        return make_config(self.get_params(deep=False), emu_params, n_train, device)
+        params = self.get_params(deep=False)
+        params["lr_scheduler_params"] = self._check_regime()[1]  # a JSON string becomes its dict
+        return make_config(params, emu_params, n_train, device)
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, X, n_columns=3, name="X"):
@@ -605,7 +710,9 @@ class KGEmbedder(BaseEstimator):
         parts.gen, parts.seed = make_generator(random_state, device)
         n_ent, n_rel = len(parts.entities), len(parts.relations)
         model = make_model(self.model, n_ent, n_rel, self.dim, float(self.gamma), self._check_model_params(),
-                           generator=torch.Generator().manual_seed(parts.seed))
+                           generator=torch.Generator().manual_seed(parts.seed), reciprocal=bool(self.reciprocal))
+        if not is_path_based(model):
+            model.entity_dropout, model.relation_dropout = self._check_regime()[0]
         if is_path_based(model):
             # the fact graph NBFNet propagates over: the training triples only
             model.set_graph(parts.train_ids.cpu())
@@ -646,6 +753,7 @@ class KGEmbedder(BaseEstimator):
         return checkpoint
 
     def _set_fitted(self, parts, history, emu_params):
+        parts.model.eval()  # dropout is for training only; score_samples does not switch modes
         for stale in ("calibrator_", "conformal_"):  # they belong to the previous model
             self.__dict__.pop(stale, None)
         self.entities_, self.relations_, self.device_ = parts.entities, parts.relations, parts.device

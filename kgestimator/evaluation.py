@@ -65,7 +65,7 @@ def score_all(model, anchor, rel, side, compile=False):
     if is_path_based(model):
         return model.score_all(anchor, rel, side)
     ent = model.entity
-    q = model.query(model.entities(anchor), model.relations(rel), side)
+    q = model.oriented_query(model.entities(anchor), rel, side)
     if model.bilinear:
         return q @ ent.T
     if compile:
