@@ -121,6 +121,7 @@ def check_triples(X, *, n_columns=3, name="X", columns=None):
     kind = arr.dtype.kind
     if kind == "U":
         _check_no_empty_strings(arr, name, cols)
+        _check_no_nul(arr, name, cols)
         return arr
     if kind in "iu":
         return _ints_to_int64(arr, name, cols)
@@ -173,7 +174,7 @@ def _as_array(X, name):
         )
     pd = sys.modules.get("pandas")
     if pd is not None and isinstance(X, pd.DataFrame):
-        return _frame_to_array(X)
+        return _frame_to_array(X, name)
     if (
         X is None
         or isinstance(X, (str, bytes, Mapping, AbstractSet))
@@ -237,7 +238,24 @@ def column_roles(X):
     return next((layout for layout in _NAMED_LAYOUTS if names.issuperset(layout)), None)
 
 
-def _frame_to_array(df):
+def _check_unambiguous_columns(df, name):
+    """Refuse a DataFrame where a role name (any case) labels more than one column."""
+    seen = {}
+    for c in df.columns:
+        low = str(c).lower()
+        if low in _COLUMN_NAMES:
+            seen.setdefault(low, []).append(c)
+    clash = {role: cs for role, cs in seen.items() if len(cs) > 1}
+    if clash:
+        role, cs = next(iter(clash.items()))
+        raise ValueError(
+            f"{name}: the DataFrame has {len(cs)} columns named {role!r} (any case): {[str(c) for c in cs]}; "
+            "column names are read without regard to case, so keep one of them"
+        )
+
+
+def _frame_to_array(df, name="X"):
+    _check_unambiguous_columns(df, name)
     roles = column_roles(df)
     if roles is not None:
         by_name = {str(c).lower(): c for c in df.columns}
@@ -265,6 +283,25 @@ def _check_no_empty_strings(arr, name, cols):
     if empty.any():
         where = _position(np.argmax(empty.ravel()), cols)
         raise ValueError(f"{name} contains an empty-string label at {where}")
+
+
+def _check_no_nul(arr, name, cols):
+    """Refuse NUL characters inside the labels of a numpy unicode array, as for other inputs.
+
+    numpy pads with NULs, so only a NUL before the end of a label is one: the
+    label then holds fewer non-NUL code points than its length.
+    """
+    if not arr.size or arr.dtype.itemsize == 0:
+        return
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    codes = flat.view(np.uint32).reshape(flat.size, -1)
+    nul = (codes != 0).sum(1) < np.char.str_len(flat)
+    if nul.any():
+        i = int(np.argmax(nul))
+        raise ValueError(
+            f"{name} contains the label {str(arr.reshape(-1)[i])!r} with a NUL character at "
+            f"{_position(i, cols)}; labels cannot hold NUL characters"
+        )
 
 
 def _ints_to_int64(arr, name, cols):
@@ -558,6 +595,31 @@ def _factorize_triples(triples):
 # --------------------------------------------------------------------------
 
 
+def text_lines(data, name):
+    """The lines of UTF-8 bytes as :func:`load_triples` reads them (also for query files).
+
+    A byte-order mark is dropped; ``\\n``, ``\\r\\n`` and ``\\r`` end lines and
+    nothing else does (``str.splitlines`` would also break at U+2028, form
+    feeds and the like, which are valid inside labels). Invalid UTF-8 and NUL
+    characters raise a ValueError naming ``name`` and the 1-based line.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{name}, line {line}: not valid UTF-8 ({exc.reason})") from None
+    # universal newlines: a lone "\r" (old Mac files, a CRLF file cut after
+    # its "\r") ends a line instead of becoming part of a label
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(
+            f"{name}, line {line}: NUL character; the file is binary or not "
+            "UTF-8 text (UTF-16?)"
+        )
+    return text.split("\n")
+
+
 def load_triples(path, *, sep="\t"):
     """Read triples from a UTF-8 text file, one ``head sep relation sep tail`` a line.
 
@@ -594,23 +656,7 @@ def load_triples(path, *, sep="\t"):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"triples file not found: {path}")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({exc.reason})") from None
-
-    # universal newlines: a lone "\r" (old Mac files, a CRLF file cut after
-    # its "\r") ends a line instead of becoming part of a label
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise ValueError(
-            f"{path}, line {line}: NUL character; the file is binary or not "
-            "UTF-8 text (UTF-16?)"
-        )
-    lines = text.split("\n")
+    lines = text_lines(path.read_bytes(), path)
     n_lines = len(lines)
     blank = np.fromiter(map(str.isspace, lines), dtype=bool, count=n_lines)
     blank |= np.fromiter(map(len, lines), dtype=np.int64, count=n_lines) == 0

@@ -3,6 +3,7 @@
 import json
 import numbers
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -19,8 +20,11 @@ from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .memory import check_training_fits
 from .models import MODELS, is_path_based, make_model, model_param_names
+from ._utils import as_bool
+from ._utils import check_bool as _check_bool
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
+from ._utils import check_seed
 from .samplers import make_sampler
 from ._threads import fit_threads, torch_threads
 from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted, train
@@ -55,9 +59,36 @@ REGULARIZERS = (None, "n3", "l3")
 COMPILE_MIN_TRIPLES = 50_000
 
 
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"The {name!r} parameter must be a bool; got {value!r}.")
+#: the fitted state an estimator's methods read; assigned together under _FITTED_LOCK
+FITTED = ("entities_", "relations_", "device_", "model_", "sampler_", "history_", "emu_params_",
+          "_known_ids", "n_iter_", "n_threads_", "distributed_", "checkpoint_path_", "_fit_params")
+#: held while a fit swaps in its state and while a method takes its snapshot, so a
+#: thread predicting during another thread's refit sees the old state or the new, never a mix
+_FITTED_LOCK = threading.Lock()
+#: the largest gamma whose initialisation range (gamma + 2) / dim is a finite float32
+GAMMA_MAX = float(np.finfo(np.float32).max) / 2
+#: (parameter, value above which a divergence is most likely its doing)
+DIVERGENCE_SUSPECTS = (("learning_rate", 1.0), ("gamma", 1e3), ("alpha", 1e3), ("reg_weight", 1e3),
+                       ("adversarial_temperature", 1e3))
+
+
+def _params_at_fit(est):
+    """The parameters a fit runs with, copied (sampler objects cloned) so later ``set_params``
+    calls cannot reach them; ``save`` writes these, never the current ones."""
+    from sklearn.base import clone
+
+    return {name: as_bool(clone(value, safe=False)) for name, value in est.get_params(deep=False).items()}
+
+
+def _on_snapshot(method):
+    """Run ``method`` on :meth:`KGEmbedder._snapshot`: one fit's state even during a refit."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return method(self._snapshot(), *args, **kwargs)
+
+    return wrapper
 
 
 def _check_enough_candidates(known_mask, k, offset):
@@ -191,21 +222,24 @@ class KGEmbedder(BaseEstimator):
     device : str, default='auto'
         ``'auto'`` uses CUDA when available.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, shuffling and sampling. Pass an int for
+        Seeds initialisation, shuffling and sampling (an int in ``[0, 2**32 - 1]``). Pass an int for
         reproducible output across multiple function calls (CPU).
     verbose : int, default=0
         When positive, a progress bar over epochs on stderr with the loss and the
         last validation MRR; otherwise one INFO record per epoch on the
         ``kgestimator`` logger (shown once logging is configured).
     checkpoint_dir : str or path-like, default=None
-        Folder of a training checkpoint (``checkpoint.pt``, replaced atomically).
-        When it already holds one, ``fit`` resumes from it and continues the
+        Folder of training checkpoints. Each run (training data and the
+        parameters other than ``verbose``, the checkpoint settings, the device
+        index and ``n_threads``) gets a sub-folder ``run-<fingerprint>`` holding
+        ``checkpoint.pt``, replaced atomically, so the clones of a grid search
+        or a cross-validation can share one folder. When the run's sub-folder
+        already holds a checkpoint, ``fit`` resumes from it and continues the
         same run: weights, optimiser state, random generator, sampler state,
         history and step counter, so that on CPU the result is identical to an
-        uninterrupted fit. Resuming requires the same training data and
-        parameters (only ``verbose``, the checkpoint settings and the device
-        index may change); otherwise ``fit`` raises a ValueError. Use one folder
-        per run: a finished run's folder makes ``fit`` return its final model.
+        uninterrupted fit; a finished run's checkpoint makes ``fit`` return its
+        final model. A second fit of the same run while one is running (another
+        process or thread) is refused with a ValueError.
     checkpoint_every : int or None, default=None
         Optimiser steps between checkpoints (None: at the end of every epoch);
         a crash loses at most this much work. A checkpoint is also written at
@@ -248,6 +282,8 @@ class KGEmbedder(BaseEstimator):
     device_ : torch.device
     n_threads_ : int
         torch's CPU threads during ``fit`` (see ``n_threads``).
+    checkpoint_path_ : str or None
+        The run's checkpoint file under ``checkpoint_dir`` (None without one).
     distributed_ : dict or None
         With ``distributed=True``: ``rank``, ``world_size``, ``backend``,
         ``batch_size_per_rank``, ``triples_per_second`` (each rank's training
@@ -260,9 +296,17 @@ class KGEmbedder(BaseEstimator):
     Ctrl-C (``KeyboardInterrupt``) during ``fit`` stops training and leaves a
     fitted estimator with the best weights so far (the best validation weights
     under ``early_stopping``, else the latest), with a warning that says so;
-    the last checkpoint is kept for resuming. A NaN or infinite loss stops
-    ``fit`` with a ``FloatingPointError`` that suggests what to change; the
-    estimator keeps the last finite weights.
+    the last checkpoint is kept for resuming. Any other failure leaves the
+    estimator as it was before ``fit`` (fitted state is assigned only when a
+    fit succeeds). A NaN or infinite loss stops ``fit`` with a
+    ``FloatingPointError`` that names the likely cause; the error's
+    ``estimator`` attribute holds a copy fitted with the last finite weights
+    (None when there are none).
+
+    Prediction, scoring, evaluation and ``save`` are safe to call from several
+    threads, also while another thread refits the estimator: each call sees
+    one fit's state. ``set_params`` during such calls, or two concurrent fits
+    of one estimator, are not supported.
 
     ``save``/``load`` exchange models safely: ``load`` reads tensors and JSON
     only. ``joblib.load`` or ``pickle.load`` of a file can run arbitrary code:
@@ -335,23 +379,23 @@ class KGEmbedder(BaseEstimator):
                 value = default
             else:
                 high = None if name == "alpha" else 1.0
-                _check_number(name, value, 0.0, high)
+                _check_number(name, value, 0.0, high, finite=True)
             resolved[name] = float(value)
         return resolved
 
     def _validate_params(self):
         _check_choice("model", self.model, list(MODELS))
         _check_number("dim", self.dim, 1, integer=True)
-        _check_number("gamma", self.gamma, 0.0, low_open=True)
+        _check_number("gamma", self.gamma, 0.0, GAMMA_MAX, low_open=True, finite=True)
         _check_number("n_negatives", self.n_negatives, 1, integer=True)
         _check_number("neg_chunk_size", self.neg_chunk_size, 1, integer=True)
         _check_choice("emu", self.emu, EMU_MODES)
         for name in ("uls", "emu_normalize", "emu_resample", "early_stopping"):
             _check_bool(name, getattr(self, name))
         _check_choice("loss", self.loss, LOSSES)
-        _check_number("adversarial_temperature", self.adversarial_temperature, 0.0)
+        _check_number("adversarial_temperature", self.adversarial_temperature, 0.0, finite=True)
         _check_choice("regularizer", self.regularizer, REGULARIZERS)
-        _check_number("reg_weight", self.reg_weight, 0.0)
+        _check_number("reg_weight", self.reg_weight, 0.0, finite=True)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
         _check_number("batch_size", self.batch_size, 1, integer=True)
@@ -362,6 +406,7 @@ class KGEmbedder(BaseEstimator):
         _check_number("patience", self.patience, 1, integer=True)
         _check_number("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True)
         _check_number("verbose", self.verbose, 0, integer=True)
+        check_seed("random_state", self.random_state)
         _check_choice("compile", self.compile, ("auto", True, False))
         _check_choice("sparse", self.sparse, (True, False))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", True, False))
@@ -420,10 +465,10 @@ class KGEmbedder(BaseEstimator):
             raise ValueError(f"model='nbfnet' does not support sampler={sampler!r}: NBFNet draws strict uniform "
                              "negatives from its propagated node representations; use sampler='uniform' or "
                              "'bernoulli' (which only choose the corrupted side).")
-        for name, bad, why in (("sparse", self.sparse is True, "it has no embedding tables"),
+        for name, bad, why in (("sparse", as_bool(self.sparse) is True, "it has no embedding tables"),
                                ("regularizer", self.regularizer is not None, "N3/L3 penalise embedding tables"),
-                               ("compile", self.compile is True, "only RotatE/HAKE scoring is compiled"),
-                               ("distributed", self.distributed is True,
+                               ("compile", as_bool(self.compile) is True, "only RotatE/HAKE scoring is compiled"),
+                               ("distributed", as_bool(self.distributed) is True,
                                 "its strict negatives need every training triple on every rank")):
             if bad:
                 raise ValueError(f"The {name!r} parameter is not supported with model='nbfnet' "
@@ -439,7 +484,7 @@ class KGEmbedder(BaseEstimator):
             n_epochs=self.n_epochs, max_steps=self.max_steps, learning_rate=float(self.learning_rate),
             optimizer=self.optimizer, loss=self.loss,
             adversarial_temperature=float(self.adversarial_temperature),
-            emu=self.emu, uls=bool(self.uls), emu_normalize=bool(self.emu_normalize),
+            emu=as_bool(self.emu), uls=bool(self.uls), emu_normalize=bool(self.emu_normalize),
             emu_resample=bool(self.emu_resample), regularizer=self.regularizer,
             reg_weight=float(self.reg_weight), early_stopping=bool(self.early_stopping),
             eval_every=self.eval_every, patience=self.patience, **emu_params,
@@ -472,16 +517,17 @@ class KGEmbedder(BaseEstimator):
         self : KGEmbedder
         """
         emu_params = self._validate_params()
+        fit_params = _params_at_fit(self)
         try:
             with torch_threads(fit_threads(self.n_threads)):
-                return self._fit(X, valid, emu_params)
+                return self._fit(X, valid, emu_params, fit_params)
         finally:
             if torch.cuda.is_available() and torch.cuda.is_initialized():
                 # hand the training's cached blocks (activations, optimiser state) back, so the
                 # next fit on this GPU, or another process sharing it, can use them
                 torch.cuda.empty_cache()
 
-    def _fit(self, X, valid, emu_params):
+    def _fit(self, X, valid, emu_params, fit_params):
         labels = kgdata.check_triples(X, name="X")
         device = resolve_device(self.device)
         ctx, random_state = None, self.random_state
@@ -510,9 +556,9 @@ class KGEmbedder(BaseEstimator):
         elif valid is not None:
             valid_labels = kgdata.check_triples(valid, name="valid")
 
-        # fitted state is assembled in locals and assigned at the end (or where
-        # training stops with usable weights: Ctrl-C, a non-finite loss), so a
-        # failed fit never leaves a half-updated estimator behind
+        # fit is transactional: the fitted state is assembled in locals and assigned
+        # at once at the end (or on Ctrl-C, as documented), so a fit that raises
+        # leaves the estimator exactly as it was
         entities, relations = kgdata.build_vocabulary(labels)
         # fail in a second, not after an hour or with the machine swapping
         check_training_fits(MODELS[self.model], len(entities), len(relations), self.dim,
@@ -548,8 +594,7 @@ class KGEmbedder(BaseEstimator):
         if self.checkpoint_dir is not None:
             data = [train_ids, entities, relations] + ([] if valid_ids is None else [valid_ids])
             checkpoint = Checkpointer(self.checkpoint_dir, self.checkpoint_every,
-                                      fingerprint(self.get_params(deep=False), device, data))
-            checkpoint.prepare()
+                                      fingerprint(fit_params, device, data))
 
         validate = None
         if valid_ids is not None and valid_ids.shape[0]:
@@ -565,16 +610,12 @@ class KGEmbedder(BaseEstimator):
                           "the training triples; training runs every epoch without early stopping.",
                           UserWarning, stacklevel=2)
 
-        def set_fitted(history):
-            self.entities_, self.relations_, self.device_ = entities, relations, device
-            self.model_ = model
-            self.sampler_ = sampler
-            self.history_ = history
-            self.emu_params_ = emu_params
-            self._known_ids = known_ids
-            self.n_iter_ = len(history)
-            self.n_threads_ = n_threads
-            self.distributed_ = None
+        def fitted(history):
+            return dict(entities_=entities, relations_=relations, device_=device, model_=model,
+                        sampler_=sampler, history_=history, emu_params_=emu_params, _known_ids=known_ids,
+                        n_iter_=len(history), n_threads_=n_threads, distributed_=None,
+                        checkpoint_path_=None if checkpoint is None else checkpoint.path,
+                        _fit_params=fit_params)
 
         desc = f"{self.model}{'+EMU' if self.emu else ''}"
         if main:
@@ -582,23 +623,67 @@ class KGEmbedder(BaseEstimator):
                         train_ids.shape[0], len(entities), len(relations), device,
                         "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
         try:
+            if checkpoint is not None:
+                checkpoint.prepare()  # takes the run's lock: one fit per run at a time
             with epoch_progress(desc, self.verbose if main else 0,
                                 None if self.max_steps else self.n_epochs) as progress:
                 history = train(model, fit_ids, sampler, cfg, gen, validate=validate,
                                 progress=progress if main else None, checkpoint=checkpoint, sync=sync)
         except TrainingInterrupted as stop:
-            set_fitted(stop.history)
+            self._set_fitted(fitted(stop.history))
             warnings.warn(str(stop), UserWarning, stacklevel=2)
             return self
         except NonFiniteLossError as err:
-            if err.weights_kept:
-                set_fitted(err.history)
-            raise
-        set_fitted(history)
+            raise self._diverged(err, fitted(err.history) if err.weights_kept else None, checkpoint) from None
+        finally:
+            if checkpoint is not None:
+                checkpoint.close()
+        state = fitted(history)
         if ctx is not None:
             batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
-            self.distributed_ = _report_throughput(history, ctx, batch, device)
+            state["distributed_"] = _report_throughput(history, ctx, batch, device)
+        self._set_fitted(state)
         return self
+
+    def _set_fitted(self, state):
+        with _FITTED_LOCK:
+            self.__dict__.update(state)
+
+    def _snapshot(self):
+        """A shallow copy whose fitted state is one fit's (see ``_FITTED_LOCK``)."""
+        view = object.__new__(type(self))
+        with _FITTED_LOCK:
+            view.__dict__ = dict(self.__dict__)
+        return view
+
+    def _diverged(self, err, state, checkpoint):
+        """The error of a fit whose loss or weights stopped being finite, naming the likely cause.
+
+        The estimator stays as it was; a copy fitted with the last finite weights (``state``),
+        if any, travels in the error's ``estimator`` attribute.
+        """
+        before = "a fitted model" if "model_" in self.__dict__ else "unfitted"
+        params = {**state["_fit_params"], **state["emu_params_"]} if state else {
+            **self.get_params(deep=False), **self._resolve_emu()}
+        suspects = [f"{name!r} (it is {params[name]})" for name, limit in DIVERGENCE_SUSPECTS
+                    if isinstance(params.get(name), numbers.Real) and params[name] > limit]
+        if suspects:
+            advice = "Lower " + " or ".join(suspects) + "."
+        else:
+            advice = (f"Lower 'learning_rate' (it is {params['learning_rate']}), or use regularizer='n3', or "
+                      f"a smaller 'gamma' (it is {params['gamma']}; it also sets the initial weight range).")
+        if state is not None:
+            kept = (f"The estimator is left as it was before this fit ({before}); the exception's "
+                    f"'estimator' attribute holds a copy fitted with {err.kept}.")
+        else:
+            kept = f"No finite weights are left; the estimator is left as it was before this fit ({before})."
+        if checkpoint is not None and checkpoint.step is not None:
+            kept += f" The last checkpoint (step {checkpoint.step}, {checkpoint.path}) is kept."
+        new = NonFiniteLossError(f"{err} {kept} {advice}", err.history, err.weights_kept, err.kept)
+        if state is not None:
+            new.estimator = type(self)(**state["_fit_params"])
+            new.estimator._set_fitted(state)
+        return new
 
     # ------------------------------------------------------------------ inference
     def _known_index(self, extra=None):
@@ -607,6 +692,7 @@ class KGEmbedder(BaseEstimator):
             ids = torch.cat([ids, extra])
         return KnownTriples(ids, len(self.entities_), len(self.relations_))
 
+    @_on_snapshot
     def score_samples(self, X):
         """Plausibility score of each triple (higher is more plausible).
 
@@ -657,6 +743,7 @@ class KGEmbedder(BaseEstimator):
         ids = self._encode_strict(labels, 2, name="X")
         return labels, ids[:, 0], ids[:, 1]
 
+    @_on_snapshot
     def predict_topk(self, X, k=10, direction="tail", exclude_known=True, as_frame=False):
         """The ``k`` best entities for each query.
 
@@ -739,6 +826,7 @@ class KGEmbedder(BaseEstimator):
         """
         return self.predict_topk(X, k=1, direction=direction, exclude_known=exclude_known)[0][:, 0]
 
+    @_on_snapshot
     def evaluate(self, X, filter_triples=None, batch_size=None):
         """Filtered ranking metrics, per side and over both sides.
 
@@ -783,7 +871,7 @@ class KGEmbedder(BaseEstimator):
         """Whether ranking and top-k scoring use the compiled distance-model kernel (``compile``)."""
         if isinstance(self.compile, str) and self.compile == "auto":
             return self._known_ids.shape[0] >= COMPILE_MIN_TRIPLES
-        return self.compile is True
+        return as_bool(self.compile) is True
 
     def score(self, X, y=None):
         """Filtered MRR over both directions (higher is better); see :meth:`evaluate`."""
@@ -793,7 +881,7 @@ class KGEmbedder(BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = self._snapshot().__dict__
         if "model_" in state:
             # tensors travel on the CPU so a pickle loads on a machine without CUDA (a Dask
             # worker's result reaches a client that may have none)
@@ -806,11 +894,14 @@ class KGEmbedder(BaseEstimator):
     def __setstate__(self, state):
         self.__dict__.update(state)
 
+    @_on_snapshot
     def save(self, path):
         """Write the fitted estimator to ``path`` in a format that runs no code on load.
 
         The file holds tensors, JSON metadata and a SHA-256 checksum, and is
-        written atomically (temporary file, then rename). Read it with :meth:`load`.
+        written atomically (temporary file, then rename). It records the
+        parameters the model was fitted with, not the current ones (after
+        ``set_params``), and no ``checkpoint_dir``. Read it with :meth:`load`.
         """
         from .persistence import save
 
@@ -843,6 +934,8 @@ class KGEmbedder(BaseEstimator):
             version.
         FileNotFoundError
             When ``path`` does not exist.
+        TypeError
+            When ``path`` is not a str or path-like object.
         """
         from .persistence import load
 
