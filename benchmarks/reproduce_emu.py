@@ -28,16 +28,22 @@ to ``'auto'``). Two deliberate departures, both for time on a 2-core CPU, are
 printed with every result: ``--steps`` (one budget for every cell instead of
 100,000 steps) and negatives shared by chunks of 100 positives (the library's
 default; the reference draws them per positive). Model selection keeps the
-checkpoint with the best filtered MRR on a fixed random subset of
-``--valid-size`` validation triples, evaluated every ``--eval-steps`` steps
-(rounded to whole epochs); the test metrics are filtered over train, valid and
-test on the whole test set.
+weights with the best filtered MRR on the whole validation set (as the
+reference; ``--valid-size`` draws a fixed random subset instead, as the
+10,000-step cells of the first reproduction did with 2,000 triples), evaluated
+every ``--eval-steps`` steps (rounded to whole epochs); the test metrics are
+filtered over train, valid and test on the whole test set. Every cell keeps a
+checkpoint under ``results/emu/checkpoints/<cell>/`` every ``--checkpoint-steps``
+steps: a killed command, run again, resumes each unfinished cell from its last
+checkpoint, bit-identical on the CPU (the checkpoint folder is removed once the
+cell's JSON is written).
 """
 
 import argparse
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -133,6 +139,11 @@ def cell_path(c):
                                  f"__seed{c['seed']}__{c['steps']}steps.json")
 
 
+def checkpoint_dir(c):
+    """The cell's own checkpoint folder (not committed); removed once the cell's JSON is written."""
+    return os.path.join(RESULTS, "checkpoints", os.path.basename(cell_path(c))[:-len(".json")])
+
+
 def model_path(c):
     return os.path.join(models_dir(), os.path.basename(cell_path(c))[:-len(".json")] + ".joblib")
 
@@ -156,13 +167,17 @@ def run_cell(c, args):
     from kgestimator import KGEmbedder, load_dataset
 
     data = load_dataset(c["dataset"])
-    rng = np.random.default_rng(0)  # the same validation subset for every cell of a dataset
-    valid = data.valid[rng.choice(len(data.valid), min(args.valid_size, len(data.valid)), replace=False)]
+    valid = data.valid
+    if 0 < args.valid_size < len(data.valid):
+        rng = np.random.default_rng(0)  # the same validation subset for every cell of a dataset
+        valid = data.valid[rng.choice(len(data.valid), args.valid_size, replace=False)]
     steps_per_epoch = -(-len(data.train) // 1000)
     eval_every = max(1, round(args.eval_steps / steps_per_epoch))
     params = estimator_params(c)
-    # early_stopping with unbounded patience: the whole budget runs and the best checkpoint is restored
-    params.update(early_stopping=True, eval_every=eval_every, patience=10**6)
+    # early_stopping with unbounded patience: the whole budget runs and the best weights are restored;
+    # the checkpoint holds them too, so a killed cell resumes with its model selection intact
+    params.update(early_stopping=True, eval_every=eval_every, patience=10**6,
+                  checkpoint_dir=checkpoint_dir(c), checkpoint_every=args.checkpoint_steps)
     est = KGEmbedder(**params)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
@@ -172,6 +187,8 @@ def run_cell(c, args):
         t1 = time.perf_counter()
         test = est.evaluate(data.test, filter_triples=data.valid)
     test_s = time.perf_counter() - t1
+    # a resumed cell's process saw only its own part of the fit: the epochs' own clocks cover all of it
+    train_s = sum(h["seconds"] for h in est.history_)
     evals = [h for h in est.history_ if "valid_mrr" in h]
     best = max(evals, key=lambda h: h["valid_mrr"])
     if c["model"] == "distmult" and c["dim"] == 100:
@@ -181,7 +198,7 @@ def run_cell(c, args):
             "steps_per_epoch": steps_per_epoch, "epochs_run": len(est.history_),
             "valid_size": len(valid), "best_epoch": best["epoch"], "best_step": best.get("step"),
             "best_valid_mrr": best["valid_mrr"], "fit_seconds": fit_s, "test_seconds": test_s,
-            "seconds_per_step": fit_s / c["steps"],
+            "train_seconds": train_s, "seconds_per_step": train_s / c["steps"],
             "test": {k: test[k] for k in ("mrr", "hits@1", "hits@3", "hits@10")},
             "history": est.history_, "peak_rss_mb": peak_rss_mb(), "machine": machine()}
 
@@ -194,14 +211,20 @@ def run_cells(cells, args):
             print(f"{os.path.basename(path)}: exists, skipped", flush=True)
             continue
         t0 = time.perf_counter()
+        resumed = os.path.exists(checkpoint_dir(c))
+        if resumed:
+            print(f"{os.path.basename(path)}: resuming from {checkpoint_dir(c)}", flush=True)
         out = subprocess.run([sys.executable, __file__, "cell", json.dumps(c), "--valid-size", str(args.valid_size),
-                              "--eval-steps", str(args.eval_steps), "--results", RESULTS], capture_output=True, text=True)
+                              "--eval-steps", str(args.eval_steps), "--checkpoint-steps", str(args.checkpoint_steps),
+                              "--results", RESULTS], capture_output=True, text=True)
         if out.returncode:
             print(f"{os.path.basename(path)}: FAILED after {time.perf_counter() - t0:.0f} s\n{out.stderr[-3000:]}",
                   file=sys.stderr, flush=True)
             continue
         record = json.loads(out.stdout.strip().splitlines()[-1])
+        record["resumed"] = resumed
         write_json(path, record)
+        shutil.rmtree(checkpoint_dir(c), ignore_errors=True)
         t = record["test"]
         print(f"{os.path.basename(path)}: test MRR {t['mrr']:.4f} H@10 {t['hits@10']:.4f} "
               f"(best valid {record['best_valid_mrr']:.4f} at epoch {record['best_epoch']}), "
@@ -491,7 +514,10 @@ def main():
     p.add_argument("--steps", type=int, default=10000, help="training steps of every cell (paper: 100,000)")
     p.add_argument("--seeds", default="0", help="comma-separated seeds (paper: 3)")
     p.add_argument("--san-steps", type=int, default=1000, help="report: budget of the SAN comparison cells")
-    p.add_argument("--valid-size", type=int, default=2000, help="validation triples for model selection")
+    p.add_argument("--valid-size", type=int, default=0,
+                   help="validation triples for model selection (0: the whole validation set, as the reference)")
+    p.add_argument("--checkpoint-steps", type=int, default=1000,
+                   help="steps between a cell's checkpoints (a killed cell loses at most this many)")
     p.add_argument("--eval-steps", type=int, default=1000, help="steps between validations (whole epochs)")
     p.add_argument("--subsample", type=int, default=40000,
                    help="Table 12: training triples searched over (at most all 272,115)")
@@ -511,7 +537,7 @@ def main():
         print(json.dumps(run_cell(json.loads(args.cell), args), default=str))
     elif args.command in ("table8", "table13", "table2", "table1"):
         print(f"machine: {machine()}\nbudget: {args.steps} steps per cell, seeds {args.seeds}, "
-              f"validation on {args.valid_size} triples every ~{args.eval_steps} steps", flush=True)
+              f"validation on {args.valid_size or 'all'} triples every ~{args.eval_steps} steps", flush=True)
         run_cells(table_cells(args.command, args), args)
     else:
         {"table12": table12, "figures": figures, "report": report, "plan": plan}[args.command](args)

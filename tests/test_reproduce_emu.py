@@ -94,3 +94,40 @@ def test_cells_resume_and_feed_figures_and_report(tmp_path):
     row = next(line for line in report.splitlines() if line.startswith("| nations | distmult | uni_emu |"))
     assert f"{records['uni_emu']['test']['mrr']:.3f} / {records['uni_emu']['test']['hits@10']:.3f}" in row
     assert "| nations | distmult | san | not run |" not in report  # no paper value and no result: no row
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _nations_available(), reason="../shared/datasets/nations not found (set KGESTIMATOR_DATA)")
+def test_a_killed_cell_resumes_from_its_checkpoint(tmp_path):
+    """kill -9 in the middle of a cell, then the same command: the cell resumes and ends as an uninterrupted one."""
+    import signal
+    import time
+
+    common = ["table8", "--datasets", "nations", "--models", "distmult", "--methods", "uni", "--steps", "300",
+              "--eval-steps", "50", "--checkpoint-steps", "5"]
+    name = "nations__distmult__uni__d100__seed0__300steps"
+
+    def run(out):
+        proc = subprocess.run([sys.executable, SCRIPT, *common, "--results", str(out)], capture_output=True,
+                              text=True, cwd=REPO, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    run(tmp_path / "whole")
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, SCRIPT, *common, "--results", str(killed)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = killed / "checkpoints" / name / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its cell process
+    proc.wait()
+    assert ckpt.exists() and not (killed / f"{name}.json").exists(), "the cell ended before it could be killed"
+    assert "resuming from" in run(killed)
+    assert not (killed / "checkpoints" / name).exists()  # removed once the JSON is written
+    whole = json.loads((tmp_path / "whole" / f"{name}.json").read_text())
+    resumed = json.loads((killed / f"{name}.json").read_text())
+    assert resumed["resumed"] is True and whole["resumed"] is False
+    assert resumed["test"] == whole["test"] and resumed["best_valid_mrr"] == whole["best_valid_mrr"]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
