@@ -18,6 +18,7 @@ a run's folder.
 import hashlib
 import json
 import os
+import warnings
 
 try:  # POSIX
     import fcntl
@@ -129,7 +130,13 @@ class Checkpointer:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             else:  # pragma: no cover - Windows
                 msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
+        except OSError as exc:
+            held = fcntl is None or isinstance(exc, BlockingIOError)
+            if not held:  # a file system without locks (some network mounts): go on, and say so
+                warnings.warn(f"Could not lock the checkpoint folder {self.directory} ({exc}); a second "
+                              "concurrent fit of this run would not be detected.", RuntimeWarning, stacklevel=4)
+                self._lock = fh
+                return
             fh.close()
             raise ValueError(
                 f"Another fit is running on the checkpoint folder {self.directory} (same data and "
@@ -140,8 +147,7 @@ class Checkpointer:
     def close(self):
         """Release the run's lock (the kernel also drops it when the process dies)."""
         if self._lock is not None:
-            if fcntl is not None:
-                fcntl.flock(self._lock.fileno(), fcntl.LOCK_UN)
+            # closing the file releases the lock (flock and msvcrt alike)
             self._lock.close()
             self._lock = None
 

@@ -295,9 +295,10 @@ def _check_no_nul(arr, name, cols):
         return
     flat = np.ascontiguousarray(arr).reshape(-1)
     codes = flat.view(np.uint32).reshape(flat.size, -1)
-    nul = (codes != 0).sum(1) < np.char.str_len(flat)
-    if nul.any():
-        i = int(np.argmax(nul))
+    lengths = np.char.str_len(flat)
+    # one count over the whole array; the per-label pass only when there is a NUL to locate
+    if np.count_nonzero(codes) != lengths.sum():
+        i = int(np.argmax(np.count_nonzero(codes, axis=1) < lengths))
         raise ValueError(
             f"{name} contains the label {str(arr.reshape(-1)[i])!r} with a NUL character at "
             f"{_position(i, cols)}; labels cannot hold NUL characters"
