@@ -59,9 +59,6 @@ REGULARIZERS = (None, "n3", "l3")
 COMPILE_MIN_TRIPLES = 50_000
 
 
-#: the fitted state an estimator's methods read; assigned together under _FITTED_LOCK
-FITTED = ("entities_", "relations_", "device_", "model_", "sampler_", "history_", "emu_params_",
-          "_known_ids", "n_iter_", "n_threads_", "distributed_", "checkpoint_path_", "_fit_params")
 #: held while a fit swaps in its state and while a method takes its snapshot, so a
 #: thread predicting during another thread's refit sees the old state or the new, never a mix
 _FITTED_LOCK = threading.Lock()
