@@ -168,6 +168,19 @@ def test_grid_search_with_checkpoint_dir_interrupted_and_rerun(kg, tmp_path, mon
                                   reference.best_estimator_.score_samples(kg.test))
 
 
+def test_a_checkpoint_written_before_run_sub_folders_is_still_resumed(kg, tmp_path):
+    params = dict(TINY, random_state=0, checkpoint_dir=tmp_path)
+    first = KGEmbedder(**params).fit(kg.train)
+    # the layout of older releases: checkpoint.pt directly in checkpoint_dir
+    legacy = tmp_path / "checkpoint.pt"
+    Path(first.checkpoint_path_).replace(legacy)
+    again = KGEmbedder(**params).fit(kg.train)
+    assert again.checkpoint_path_ == str(legacy) and again.history_ == first.history_  # returned, not retrained
+    # another run does not touch it
+    other = KGEmbedder(**{**params, "dim": 6}).fit(kg.train)
+    assert Path(other.checkpoint_path_).parent.name.startswith(RUN_PREFIX)
+
+
 # ------------------------------------------------------------------ 5. two fits on one run folder
 class _Held(UniformSampler):
     """Stops the fit at its first step until released."""
