@@ -226,6 +226,7 @@ def params_to_json(params):
     from .samplers import SAMPLERS
 
     params = dict(params, checkpoint_dir=None, checkpoint_every=None)
+    params.pop("callbacks", None)  # run-time hooks, not part of the model (load gives None)
     sampler = params["sampler"]
     if not isinstance(sampler, str):
         name = next((k for k, cls in SAMPLERS.items() if type(sampler) is cls), None)
