@@ -231,7 +231,7 @@ class KGEmbedder(BaseEstimator):
     checkpoint_dir : str or path-like, default=None
         Folder of training checkpoints. Each run (training data and the
         parameters other than ``verbose``, the checkpoint settings, the device
-        index and ``n_threads``) gets a sub-folder ``run-<fingerprint>`` holding
+        index, ``n_threads`` and ``callbacks``) gets a sub-folder ``run-<fingerprint>`` holding
         ``checkpoint.pt``, replaced atomically, so the clones of a grid search
         or a cross-validation can share one folder. When the run's sub-folder
         already holds a checkpoint, ``fit`` resumes from it and continues the
