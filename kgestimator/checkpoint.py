@@ -5,7 +5,7 @@ its own sub-folder ``<checkpoint_dir>/run-<fingerprint>``, named after a hash
 of both: the clones of a grid search or a cross-validation, which share one
 ``checkpoint_dir``, each get their own, and rerunning the same search finds
 each fit's checkpoint again. ``checkpoint.pt`` there uses the safe container of
-:mod:`kgestimator.persistence` (tensors plus JSON with a checksum; loading it
+:mod:`kgestimator._container` (tensors plus JSON with a checksum; loading it
 runs no code) and holds everything the next step depends on (see
 :func:`kgestimator.training.train`), so resuming continues the same run. The
 fingerprint itself is stored inside and checked again on resume.
@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - Windows
 
 import torch
 
-from .persistence import digest, read_payload, write_atomic
+from ._container import read_payload, write_container
 
 FORMAT = "kgestimator-checkpoint"
 FORMAT_VERSION = 1
@@ -189,8 +189,7 @@ class Checkpointer:
     def save(self, run_meta, state):
         """Replace the checkpoint atomically with the run's ``(meta, state)``."""
         metadata = json.dumps({"fingerprint": self.fingerprint, "run": run_meta})
-        write_atomic(self.path, {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata,
-                                 "state": state, "checksum": digest(metadata, state)}, prefix=_TMP_PREFIX)
+        write_container(self.path, FORMAT, FORMAT_VERSION, metadata, state, prefix=_TMP_PREFIX)
         self.step = run_meta["step"]
 
 

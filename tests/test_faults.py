@@ -296,7 +296,7 @@ def test_non_finite_loss_keeps_last_finite_weights(kg, tmp_path, poison_at):
     with pytest.raises(FloatingPointError, match="loss became nan at epoch 2, step 8.*No finite weights") as info:
         est.fit(kg.train)
     assert info.value.estimator is None
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         est.predict(kg.test[:1, :2])
     # with a checkpoint, the error carries a copy fitted with its weights; the estimator stays unfitted
     est = KGEmbedder(**params, checkpoint_dir=tmp_path, checkpoint_every=3)
