@@ -11,7 +11,6 @@ module never imports the estimator: :meth:`KGEmbedder.load` passes its class.
 """
 
 import json
-import os
 
 import numpy as np
 import torch

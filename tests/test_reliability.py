@@ -8,7 +8,6 @@ import json
 import os
 import sys
 import threading
-import time
 import warnings
 from pathlib import Path
 
