@@ -17,8 +17,8 @@ from ._utils import make_generator, resolve_device, resolve_mixed_precision, to_
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
-from .memory import check_training_fits
-from .models import MODELS, is_path_based, make_model, model_param_names
+from .memory import activation_estimate, check_training_fits
+from .models import MODELS, is_path_based, make_model, model_param_names, resolve_defaults
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
 from .samplers import make_sampler
@@ -86,9 +86,9 @@ class KGEmbedder(BaseEstimator):
         Scoring function. ``'nbfnet'`` is the path-based Neural Bellman-Ford
         network: message passing over the training triples, no entity table
         (see ``kgestimator.models.nbfnet.REFERENCE_PARAMS`` for the reference settings).
-    dim : int, default=100
+    dim : int or None, default=None
         Embedding dimension (complex dimensions for ComplEx, RotatE and HAKE; the
-        width of every layer for NBFNet, 32 in the reference).
+        width of every layer for NBFNet). None: 100, and 32 for NBFNet (the reference's).
     gamma : float, default=24.0
         Margin of distance models; sets the initialisation range
         ``(gamma + 2) / dim`` of every embedding model (NBFNet ignores it).
@@ -103,8 +103,8 @@ class KGEmbedder(BaseEstimator):
         ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
         describes them), or an object from :mod:`kgestimator.samplers` whose
         parameters grid searches reach as ``sampler__<name>``.
-    n_negatives : int, default=256
-        Negatives per positive.
+    n_negatives : int or None, default=None
+        Negatives per positive. None: 256, and 32 for NBFNet (the reference's).
     neg_chunk_size : int, default=100
         Positives that share one set of negatives (chunked sampling as in DGL-KE).
         ``1`` draws independent negatives per positive as the reference code does;
@@ -127,9 +127,12 @@ class KGEmbedder(BaseEstimator):
     emu_normalize : bool, default=True
         Divide the EMU term by ``n_negatives`` as the reference code does (Eq. 12
         does not; without it, the effective ``alpha`` shifts by about ``n_negatives``).
-    emu_resample : bool, default=True
+    emu_resample : bool or 'auto', default='auto'
         Draw a second, independent set of negatives for the EMU term, as the
-        reference code does for uniform negatives.
+        reference code does for uniform negatives; False mutates the vanilla
+        term's own negatives. ``'auto'``: True, except for samplers whose
+        reference reuses its draw (SAN: the EMU code's ``if_CE 2``), which also
+        spares a second hard-negative draw per step.
     loss : {'ce', 'logistic', 'self_adversarial', 'bce'}, default='ce'
         Softmax cross-entropy over ``[positive, negatives]`` (the EMU code path),
         the negative-sampling logistic loss, its self-adversarial variant (RotatE),
@@ -147,8 +150,11 @@ class KGEmbedder(BaseEstimator):
         Adam at ``learning_rate / 10`` halfway.
     learning_rate : float, default=0.01
         Step size of the optimiser.
-    batch_size : int, default=1000
-        Positives per step (rounded up to whole chunks of ``neg_chunk_size``).
+    batch_size : int or None, default=None
+        Positives per step (rounded up to whole chunks of ``neg_chunk_size``). None:
+        1000, and 32 for NBFNet, whose step propagates every query over the whole graph
+        (memory ``O(n_entities * batch_size * dim)`` a layer; ``fit`` refuses up front a
+        batch whose activations cannot fit).
     n_epochs : int, default=50
         Passes over the training triples.
     max_steps : int or None, default=None
@@ -278,11 +284,11 @@ class KGEmbedder(BaseEstimator):
     (2, 3)
     """
 
-    def __init__(self, model="distmult", dim=100, gamma=24.0, model_params=None, sampler="uniform", n_negatives=256,
+    def __init__(self, model="distmult", dim=None, gamma=24.0, model_params=None, sampler="uniform", n_negatives=None,
                  neg_chunk_size=100, emu=False, alpha="auto", mutation_ratio="auto", uls=True,
-                 beta="auto", emu_normalize=True, emu_resample=True, loss="ce",
+                 beta="auto", emu_normalize=True, emu_resample="auto", loss="ce",
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
-                 learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
+                 learning_rate=0.01, batch_size=None, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
                  compile=False, sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
                  checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False):
@@ -341,12 +347,15 @@ class KGEmbedder(BaseEstimator):
 
     def _validate_params(self):
         _check_choice("model", self.model, list(MODELS))
-        _check_number("dim", self.dim, 1, integer=True)
+        for name in ("dim", "n_negatives", "batch_size"):  # None: the model's default
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), 1, integer=True)
         _check_number("gamma", self.gamma, 0.0, low_open=True)
-        _check_number("n_negatives", self.n_negatives, 1, integer=True)
         _check_number("neg_chunk_size", self.neg_chunk_size, 1, integer=True)
         _check_choice("emu", self.emu, EMU_MODES)
-        for name in ("uls", "emu_normalize", "emu_resample", "early_stopping"):
+        if not (isinstance(self.emu_resample, str) and self.emu_resample == "auto"):
+            _check_bool("emu_resample", self.emu_resample)
+        for name in ("uls", "emu_normalize", "early_stopping"):
             _check_bool(name, getattr(self, name))
         _check_choice("loss", self.loss, LOSSES)
         _check_number("adversarial_temperature", self.adversarial_temperature, 0.0)
@@ -354,7 +363,6 @@ class KGEmbedder(BaseEstimator):
         _check_number("reg_weight", self.reg_weight, 0.0)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
-        _check_number("batch_size", self.batch_size, 1, integer=True)
         _check_number("n_epochs", self.n_epochs, 1, integer=True)
         if self.max_steps is not None:
             _check_number("max_steps", self.max_steps, 1, integer=True)
@@ -429,18 +437,32 @@ class KGEmbedder(BaseEstimator):
                 raise ValueError(f"The {name!r} parameter is not supported with model='nbfnet' "
                                  f"({name}={getattr(self, name)!r}): {why}.")
 
+    def _sizes(self):
+        """``dim``, ``batch_size`` and ``n_negatives``, the model's defaults where they are None."""
+        return resolve_defaults(self.model, dim=self.dim, batch_size=self.batch_size, n_negatives=self.n_negatives)
+
+    def _emu_resample(self):
+        """``emu_resample`` with 'auto' resolved for the sampler (see the parameter)."""
+        if isinstance(self.emu_resample, str):
+            from .samplers import SAMPLERS
+
+            sampler = SAMPLERS.get(self.sampler) if isinstance(self.sampler, str) else self.sampler
+            return not getattr(sampler, "emu_reuses_draw", False)
+        return bool(self.emu_resample)
+
     def _config(self, emu_params, n_train, device):
+        sizes = self._sizes()
         compile_ = self.compile if self.compile != "auto" else n_train >= COMPILE_MIN_TRIPLES
         compile_ = compile_ and not is_path_based(MODELS[self.model])
         return TrainConfig(
             compile=bool(compile_), sparse=bool(self.sparse),
             mixed_precision=resolve_mixed_precision(self.mixed_precision, device),
-            n_negatives=self.n_negatives, batch_size=self.batch_size, neg_chunk=self.neg_chunk_size,
+            n_negatives=sizes["n_negatives"], batch_size=sizes["batch_size"], neg_chunk=self.neg_chunk_size,
             n_epochs=self.n_epochs, max_steps=self.max_steps, learning_rate=float(self.learning_rate),
             optimizer=self.optimizer, loss=self.loss,
             adversarial_temperature=float(self.adversarial_temperature),
             emu=self.emu, uls=bool(self.uls), emu_normalize=bool(self.emu_normalize),
-            emu_resample=bool(self.emu_resample), regularizer=self.regularizer,
+            emu_resample=self._emu_resample(), regularizer=self.regularizer,
             reg_weight=float(self.reg_weight), early_stopping=bool(self.early_stopping),
             eval_every=self.eval_every, patience=self.patience, **emu_params,
         )
@@ -515,9 +537,12 @@ class KGEmbedder(BaseEstimator):
         # failed fit never leaves a half-updated estimator behind
         entities, relations = kgdata.build_vocabulary(labels)
         # fail in a second, not after an hour or with the machine swapping
-        check_training_fits(MODELS[self.model], len(entities), len(relations), self.dim,
+        check_training_fits(MODELS[self.model], len(entities), len(relations), self._sizes()["dim"],
                             labels.shape[0] + (0 if valid_labels is None else valid_labels.shape[0]),
-                            self.optimizer, self.sparse, self.early_stopping, device)
+                            self.optimizer, self.sparse, self.early_stopping, device,
+                            activations=activation_estimate(MODELS[self.model], len(entities), len(relations),
+                                                            labels.shape[0], cfg, self._sizes()["dim"],
+                                                            self._check_model_params()))
         train_ids = _encode_strict(labels, entities, relations, device)
         valid_ids = None
         if valid_labels is not None:
@@ -528,7 +553,7 @@ class KGEmbedder(BaseEstimator):
         del labels, valid_labels
         gen, seed = make_generator(random_state, device)
         init_gen = torch.Generator().manual_seed(seed)
-        model = make_model(self.model, len(entities), len(relations), self.dim, float(self.gamma),
+        model = make_model(self.model, len(entities), len(relations), self._sizes()["dim"], float(self.gamma),
                            self._check_model_params(), generator=init_gen)
         if is_path_based(model):
             # the fact graph NBFNet propagates over: the training triples only

@@ -220,7 +220,7 @@ def _rebuild(meta, state, device):
     est.relations_ = _labels_from_json(meta["relations"], "relations")
     n_ent, n_rel = len(est.entities_), len(est.relations_)
     est.device_ = resolve_device(device)
-    model = make_model(params["model"], n_ent, n_rel, params["dim"], float(params["gamma"]),
+    model = make_model(params["model"], n_ent, n_rel, est._sizes()["dim"], float(params["gamma"]),
                        est._check_model_params())
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     known = state["known_ids"]

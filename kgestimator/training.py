@@ -27,6 +27,7 @@ from ._utils import compiled
 from .checkpoint import to_device
 from .filtering import KnownTriples
 from .models import EmbeddingModel, is_path_based
+from .models._base import sampled_scores
 from .mutation import emu_mask, mixup_scores, mixup_weights, mutated_scores
 
 
@@ -259,7 +260,7 @@ def _score_negatives(model, pairwise, q, ids, neg, fake):
     """Scores ``(C, c, N)`` of the queries against the negatives ``ids`` (embedded as
     ``neg``, or None where they are scored against the whole table) and ``fake``."""
     if neg is None:
-        scores = (q.view(q.shape[0], -1) @ model.entity.t()).gather(1, ids).unsqueeze(1)
+        scores = sampled_scores(q.view(q.shape[0], -1), model.entity, ids).unsqueeze(1)
     else:
         scores = pairwise(q, neg)
     if fake is not None:

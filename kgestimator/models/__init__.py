@@ -39,6 +39,12 @@ def is_path_based(model):
     return bool(getattr(model, "path_based", False))
 
 
+def resolve_defaults(name, **params):
+    """``params`` (``dim``, ``batch_size``, ``n_negatives``) with each None replaced by model ``name``'s default."""
+    defaults = MODELS[name].default_params
+    return {key: defaults[key] if value is None else value for key, value in params.items()}
+
+
 def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, generator=None):
     """Build the model ``name``; ``model_params`` are its own keyword arguments (checked by name)."""
     params = dict(model_params or {})
@@ -51,4 +57,4 @@ def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, gen
 
 
 __all__ = ["MODELS", "EMBEDDING_MODELS", "EmbeddingModel", "TransE", "DistMult", "ComplEx", "RotatE", "HAKE",
-           "NBFNet", "make_model", "model_param_names", "is_path_based"]
+           "NBFNet", "make_model", "resolve_defaults", "model_param_names", "is_path_based"]

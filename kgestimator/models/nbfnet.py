@@ -392,6 +392,9 @@ class NBFNet(nn.Module):
     #: no entity or relation tables (the memory check of ``fit`` reads these)
     entity_factor = 0
     relation_factor = 0
+    #: what ``KGEmbedder`` uses for the parameters left at None: the reference's width and
+    #: negatives; a batch of 32 queries keeps a FB15k-237 step within a few GB (O(n B d) a layer)
+    default_params = {"dim": 32, "batch_size": 32, "n_negatives": 32}
     #: materialise each layer's (E, B, d) messages: the earlier, memory-bound path,
     #: kept as the reference of the blocked one in tests and benchmarks
     materialise_messages = False
