@@ -15,7 +15,7 @@ from . import distributed as kgdist
 from ._progress import epoch_progress, logger
 from ._utils import make_generator, resolve_device, resolve_mixed_precision, to_numpy
 from .checkpoint import Checkpointer, fingerprint
-from .evaluation import evaluate_ranks, query_batch_size, score_all
+from .evaluation import EvaluationCache, digest, evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .memory import activation_estimate, check_training_fits
 from .models import MODELS, is_path_based, make_model, model_param_names, resolve_defaults
@@ -597,6 +597,7 @@ class KGEmbedder(BaseEstimator):
             self.history_ = history
             self.emu_params_ = emu_params
             self._known_ids = known_ids
+            self._eval_cache = None  # encodings and filter indices of the previous fit
             self.n_iter_ = len(history)
             self.n_threads_ = n_threads
             self.distributed_ = None
@@ -790,19 +791,35 @@ class KGEmbedder(BaseEstimator):
         check_is_fitted(self)
         if batch_size is not None:
             _check_number("batch_size", batch_size, 1, integer=True)
-        ids, known, _ = self._encode(X, 3, name="X")
+        ids, known = self._encode_cached(X, "X")
         ok = torch.as_tensor(known, device=self.device_)
         ids = ids[ok]
         extra = ids
         if filter_triples is not None:
-            f_ids, f_known, _ = self._encode(filter_triples, 3, name="filter_triples")
+            f_ids, f_known = self._encode_cached(filter_triples, "filter_triples")
             extra = torch.cat([ids, f_ids[torch.as_tensor(f_known, device=self.device_)]])
         n_missing = int((~known).sum())
         if n_missing:
             warnings.warn(f"{n_missing} triple(s) have entities or relations unseen during fit; "
                           "they count as misses.", stacklevel=2)
-        return evaluate_ranks(self.model_, ids, self._known_index(extra), n_missing, batch_size,
-                              self._compile_scoring())
+        key = digest(extra)
+        index = self._known_index(extra) if key is None else self._evaluation_cache().get(
+            "filter", key, lambda: self._known_index(extra))
+        return evaluate_ranks(self.model_, ids, index, n_missing, batch_size, self._compile_scoring())
+
+    def _evaluation_cache(self):
+        cache = getattr(self, "_eval_cache", None)
+        if cache is None:
+            cache = self._eval_cache = EvaluationCache()
+        return cache
+
+    def _encode_cached(self, X, name):
+        """``(ids, known)`` of labelled triples, from the evaluation cache when they were encoded before."""
+        labels = kgdata.check_triples(X, name=name)
+        key = digest(labels)
+        if key is None:
+            return self._encode(labels, 3, name=name)[:2]
+        return self._evaluation_cache().get("labels", key, lambda: self._encode(labels, 3, name=name)[:2])
 
     def _compile_scoring(self):
         """Whether ranking and top-k scoring use the compiled distance-model kernel (``compile``)."""
@@ -819,6 +836,7 @@ class KGEmbedder(BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
         state = self.__dict__.copy()
+        state.pop("_eval_cache", None)  # rebuilt on demand
         if "model_" in state:
             # tensors travel on the CPU so a pickle loads on a machine without CUDA (a Dask
             # worker's result reaches a client that may have none)
