@@ -12,6 +12,8 @@ import inspect
 import re
 
 _ENTRY = re.compile(r"^    (\w+(?:, \w+)*) : (.+)$")
+#: parameters that take objects, not values (``train --tracker`` gives callbacks)
+NOT_FLAGS = ("callbacks",)
 _TRUE, _FALSE, _NONE = ("true", "yes", "on"), ("false", "no", "off"), ("none", "null")
 
 
@@ -74,7 +76,7 @@ def add_estimator_arguments(parser, cls):
     docs = parameter_docs(cls)
     names = []
     for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if name in NOT_FLAGS or name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         kind, text = docs.get(name, ("", ""))
         help_text = " ".join(part for part in (_first_sentence(text), f"[{kind}]" if kind else

@@ -22,8 +22,10 @@ FORMAT = "kgestimator-checkpoint"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.pt"
 _TMP_PREFIX = ".checkpoint-"
-#: parameters that change neither the numbers nor the order of training
-IGNORED_PARAMS = ("verbose", "checkpoint_dir", "checkpoint_every", "device", "n_threads", "distributed")
+#: parameters that change neither the numbers nor the order of training (callbacks may
+#: stop a run early, which the checkpoint records, but not change its steps)
+IGNORED_PARAMS = ("verbose", "checkpoint_dir", "checkpoint_every", "device", "n_threads", "distributed",
+                  "callbacks")
 
 
 def fingerprint(params, device, arrays):

@@ -200,15 +200,17 @@ def _read_triples(args, path):
     return triples
 
 
-def _read_splits(args, source, splits):
+def _read_splits(args, source, splits, download=False):
     """``{split: triples}`` from a TSV file, a folder or a dataset name.
 
     A file gives the first of ``splits``. A folder gives the ``<split>.txt``
-    files it holds, the first of ``splits`` being required; a bare name such as
-    ``nations`` is looked up in the datasets folder
-    (:func:`kgestimator.data.dataset_dir`).
+    (or ``.tsv.gz``) files it holds, the first of ``splits`` being required; a
+    bare name such as ``nations`` is looked up as :func:`kgestimator.load_dataset`
+    does (the datasets folder, the bundled datasets, the download cache, and a
+    download when ``download``).
     """
-    from .data import dataset_dir
+    from .dataset_registry import split_file
+    from .data import find_named_dataset
 
     path = Path(source)
     if path.is_file():
@@ -217,13 +219,15 @@ def _read_splits(args, source, splits):
         if len(path.parts) != 1 or path.suffix:
             raise _error(args, f"no such file or folder: {source}")
         try:
-            path = dataset_dir(source)
+            path = find_named_dataset(source, download=download)
         except FileNotFoundError as exc:
             raise _error(args, f"{source} is no file or folder here, nor a known dataset: {exc}") from None
-    if not (path / f"{splits[0]}.txt").is_file():
+        except (ValueError, ImportError, OSError) as exc:  # a failed download or checksum
+            raise _error(args, f"cannot download {source}: {exc}") from None
+    files = {split: split_file(path, split) for split in splits}
+    if files[splits[0]] is None:
         raise _error(args, f"folder {path} has no {splits[0]}.txt")
-    return {split: _read_triples(args, path / f"{split}.txt")
-            for split in splits if (path / f"{split}.txt").is_file()}
+    return {split: _read_triples(args, file) for split, file in files.items() if file is not None}
 
 
 def _read_queries(args, path):
@@ -318,8 +322,42 @@ def _train_arguments(parser):
                              "a busy machine; torch's default above)")
     parser.add_argument("--quiet", action="store_true",
                         help="no per-epoch log lines on stderr (--verbose 1 shows a progress bar instead)")
-    parser.usage = "kgestimator train DATA -o MODEL [--valid FILE] [--test FILE] [--PARAMETER VALUE ...]"
+    parser.add_argument("--download", action="store_true",
+                        help="download DATA when it is a known dataset with no copy here (FB15k-237, WN18RR, "
+                             "codex-s, codex-m, countries_s1..3), checking each file's SHA-256")
+    parser.add_argument("--tracker", action="append", choices=list(TRACKER_PACKAGES), default=[],
+                        help="log parameters, per-epoch loss and validation MRR, test metrics and the model "
+                             "file to MLflow, TensorBoard or a CSV file (repeatable)")
+    parser.add_argument("--tracking-uri", metavar="URI",
+                        help="MLflow tracking URI for --tracker mlflow (default: MLflow's, MLFLOW_TRACKING_URI)")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help="folder of the runs of --tracker tensorboard (default: runs) and --tracker csv "
+                             "(default: kgestimator-runs)")
+    parser.usage = ("kgestimator train DATA -o MODEL [--valid FILE] [--test FILE] [--tracker NAME] "
+                    "[--PARAMETER VALUE ...]")
     parser.set_defaults(param_names=add_estimator_arguments(parser, _estimator_class()))
+
+
+#: --tracker name -> the module it needs
+TRACKER_PACKAGES = {"mlflow": "mlflow", "tensorboard": "tensorboard", "csv": None}
+
+
+def _trackers(args):
+    """The trackers of ``--tracker``, their packages checked before any training."""
+    import importlib.util
+
+    from .trackers import TRACKERS
+
+    trackers = []
+    for name in dict.fromkeys(args.tracker):
+        package = TRACKER_PACKAGES[name]
+        if package is not None and importlib.util.find_spec(package) is None:
+            raise _error(args, f"--tracker {name} needs {package}: pip install 'kgestimator[{name}]'")
+        if name == "mlflow":
+            trackers.append(TRACKERS[name](tracking_uri=args.tracking_uri))
+        else:
+            trackers.append(TRACKERS[name](args.log_dir) if args.log_dir else TRACKERS[name]())
+    return trackers
 
 
 def _estimator_class():
@@ -365,7 +403,10 @@ def _train(args, out):
     if output.is_dir() or not output.parent.is_dir():
         raise _error(args, f"cannot write the model to {output}: "
                            + ("it is a folder" if output.is_dir() else f"no folder {output.parent}"))
-    splits = _read_splits(args, args.data, ("train", "valid", "test"))
+    trackers = _trackers(args)
+    if trackers:
+        est.set_params(callbacks=trackers)
+    splits = _read_splits(args, args.data, ("train", "valid", "test"), download=args.download)
     for split in ("valid", "test"):
         if getattr(args, split) is not None:
             splits[split] = _read_triples(args, getattr(args, split))
@@ -382,6 +423,9 @@ def _train(args, out):
         est.save(output)
         metrics = {split: _evaluate_quietly(est, splits[split]) for split in ("valid", "test")
                    if split in splits}
+        for tracker in trackers:
+            for split, values in metrics.items():
+                tracker.log_test_metrics(values, prefix=f"{split}_final_" if split == "valid" else "test_")
     what = est.model + ("" if est.emu is False else " + EMU" if est.emu is True else f" + emu={est.emu}")
     print(f"trained {what} on {len(splits['train'])} triples ({len(est.entities_)} entities, "
           f"{len(est.relations_)} relations): {est.n_iter_} epochs in {seconds:.1f} s", file=out)
@@ -394,6 +438,9 @@ def _train(args, out):
         print("filtered metrics, both directions, realistic ranks:", file=out)
         _write(_metrics_columns(metrics), "table", out)
     print(f"model written to {output}", file=out)
+    for tracker in trackers:
+        where = (f"MLflow run {tracker.run_id_}" if hasattr(tracker, "run_id_") else str(tracker.run_dir_))
+        print(f"{type(tracker).__name__}: {where}", file=out)
     return 0
 
 

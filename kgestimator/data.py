@@ -7,6 +7,7 @@ normalises every accepted input to one of those two forms so the rest of the
 library only ever sees two dtypes.
 """
 
+import gzip
 import numbers
 import os
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
+
+from .dataset_registry import SPLITS, find_dataset, split_file
 
 __all__ = [
     "check_triples",
@@ -565,7 +568,8 @@ def load_triples(path, *, sep="\t"):
     ----------
     path : str or path-like
         File to read.  ``\\n``, ``\\r\\n`` and ``\\r`` line endings and a
-        UTF-8 byte-order mark are accepted.
+        UTF-8 byte-order mark are accepted; a name ending in ``.gz`` is read
+        as gzip-compressed.
     sep : str, default="\\t"
         Field separator.
 
@@ -595,6 +599,11 @@ def load_triples(path, *, sep="\t"):
     if not path.exists():
         raise FileNotFoundError(f"triples file not found: {path}")
     data = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -702,15 +711,25 @@ def dataset_dir(name=None):
     return path
 
 
-def load_dataset(directory):
-    """Load the ``train.txt``, ``valid.txt`` and ``test.txt`` splits of a dataset.
+def load_dataset(directory, *, download=False):
+    """Load the train, valid and test splits of a dataset.
 
     Parameters
     ----------
     directory : str or path-like
-        Folder holding the three files, or the bare name of a dataset
-        (``"nations"``, ``"FB15k-237"``) looked up with :func:`dataset_dir`
-        when no such folder exists relative to the working directory.
+        Folder holding the three files (``train.txt``, ``valid.txt``,
+        ``test.txt``, or ``.tsv``/``.tsv.gz``/``.txt.gz``), or the bare name of
+        a dataset when no such folder exists relative to the working directory.
+        A name is looked up, in order, in the datasets folder of
+        :func:`dataset_dir` (``KGESTIMATOR_DATA``), among the datasets bundled
+        with the package (``"nations"``, ``"kinship"``, ``"umls"``), and in the
+        download cache (:mod:`kgestimator.dataset_registry`).
+    download : bool, default=False
+        When no copy of a named dataset is found, download it (``"FB15k-237"``,
+        ``"WN18RR"``, ``"codex-s"``, ``"codex-m"``, ``"countries_s1"`` to
+        ``"countries_s3"``), checking each file's pinned SHA-256, into
+        ``$KGESTIMATOR_CACHE`` (default ``~/.cache/kgestimator``). Needs
+        ``pooch`` (the ``download`` extra).
 
     Returns
     -------
@@ -721,7 +740,8 @@ def load_dataset(directory):
     Raises
     ------
     FileNotFoundError
-        If the folder or one of the three files is missing.
+        If the folder or one of the three files is missing, or no source has a
+        named dataset (the message says where datasets come from).
     """
     if not isinstance(directory, (str, os.PathLike)):
         raise TypeError(
@@ -731,14 +751,25 @@ def load_dataset(directory):
     if not path.is_dir():
         if path.is_absolute() or len(path.parts) != 1:
             raise FileNotFoundError(f"dataset folder not found: {path}")
-        path = dataset_dir(str(directory))
+        path = find_named_dataset(str(directory), download=download)
     splits = {}
-    for split in ("train", "valid", "test"):
-        file = path / f"{split}.txt"
-        if not file.is_file():
+    for split in SPLITS:
+        file = split_file(path, split)
+        if file is None:
             raise FileNotFoundError(f"dataset folder {path} has no {split}.txt")
         splits[split] = load_triples(file)
     return Bunch(**splits, name=path.name)
+
+
+def find_named_dataset(name, *, download=False):
+    """The folder of a dataset named ``name``: see :func:`load_dataset` for the order of the sources."""
+    try:
+        root = dataset_dir()
+    except FileNotFoundError:
+        if os.environ.get(DATA_ENV_VAR):
+            raise  # the user's setting is wrong: say so rather than fall back
+        root = None
+    return find_dataset(name, root, download=download)
 
 
 # --------------------------------------------------------------------------

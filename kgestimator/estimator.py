@@ -14,6 +14,7 @@ from . import data as kgdata
 from . import distributed as kgdist
 from ._progress import epoch_progress, logger
 from ._utils import make_generator, resolve_device, resolve_mixed_precision, to_numpy
+from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import EvaluationCache, digest, evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
@@ -236,6 +237,16 @@ class KGEmbedder(BaseEstimator):
         process. Rank 0 computes the validation MRR; ``distributed_`` and
         ``history_`` report each rank's throughput. Not available with
         ``checkpoint_dir``.
+    callbacks : list of callback objects, default=None
+        Objects whose optional methods ``on_fit_begin(est)``,
+        ``on_validation(est, record)``, ``on_epoch_end(est, record)``,
+        ``on_fit_end(est)`` and ``on_exception(est, error)`` ``fit`` calls as it
+        goes (``record``: the epoch's ``history_`` entry); ``on_epoch_end`` or
+        ``on_validation`` returning True stops training after that epoch, like
+        early stopping. Early stopping and checkpoints work beside them; a clone
+        gets copies. Trackers for MLflow, TensorBoard and CSV files are in
+        :mod:`kgestimator.trackers`; see :mod:`kgestimator.callbacks`. Not saved
+        by ``save``.
 
     Attributes
     ----------
@@ -291,7 +302,7 @@ class KGEmbedder(BaseEstimator):
                  learning_rate=0.01, batch_size=None, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
                  compile=False, sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
-                 checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False):
+                 checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False, callbacks=None):
         self.model = model
         self.dim = dim
         self.gamma = gamma
@@ -329,6 +340,7 @@ class KGEmbedder(BaseEstimator):
         self.checkpoint_every = checkpoint_every
         self.n_threads = n_threads
         self.distributed = distributed
+        self.callbacks = callbacks
 
     # ------------------------------------------------------------------ validation
     def _resolve_emu(self):
@@ -373,6 +385,7 @@ class KGEmbedder(BaseEstimator):
         _check_choice("compile", self.compile, ("auto", True, False))
         _check_choice("sparse", self.sparse, (True, False))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", True, False))
+        check_callbacks(self.callbacks)
         if self.sparse and self.regularizer == "l3":
             raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
                              "L3 penalty gives every row a gradient; use regularizer='n3'.")
@@ -607,23 +620,32 @@ class KGEmbedder(BaseEstimator):
             logger.info("fit %s: %d triples, %d entities, %d relations, device %s%s", desc,
                         train_ids.shape[0], len(entities), len(relations), device,
                         "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
+        # callbacks run where the progress is reported: on rank 0 only
+        hooks = CallbackRunner(check_callbacks(self.callbacks) if main else (), self, can_stop=ctx is None)
         try:
             with epoch_progress(desc, self.verbose if main else 0,
                                 None if self.max_steps else self.n_epochs) as progress:
+                hooks.begin()
                 history = train(model, fit_ids, sampler, cfg, gen, validate=validate,
-                                progress=progress if main else None, checkpoint=checkpoint, sync=sync)
+                                progress=hooks.wrap(progress) if main else None, checkpoint=checkpoint, sync=sync)
         except TrainingInterrupted as stop:
             set_fitted(stop.history)
             warnings.warn(str(stop), UserWarning, stacklevel=2)
+            hooks.end()
             return self
         except NonFiniteLossError as err:
             if err.weights_kept:
                 set_fitted(err.history)
+            hooks.error(err)
+            raise
+        except Exception as err:
+            hooks.error(err)
             raise
         set_fitted(history)
         if ctx is not None:
             batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
             self.distributed_ = _report_throughput(history, ctx, batch, device)
+        hooks.end()
         return self
 
     # ------------------------------------------------------------------ inference

@@ -159,6 +159,7 @@ def params_to_json(est):
     from .samplers import SAMPLERS
 
     params = est.get_params(deep=False)
+    params.pop("callbacks", None)  # run-time hooks, not part of the model (load gives None)
     sampler = params["sampler"]
     if not isinstance(sampler, str):
         name = next((k for k, cls in SAMPLERS.items() if type(sampler) is cls), None)

@@ -468,7 +468,9 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
         ``cfg.patience`` evaluations without improvement and the best weights
         are restored.
     progress : callable, optional
-        ``progress(epoch_record)`` after each epoch (progress bar / logging).
+        ``progress(epoch_record)`` after each epoch (progress bar, logging,
+        callbacks); returning True stops training after that epoch, as early
+        stopping does.
     checkpoint : Checkpointer, optional
         Resume from its checkpoint when there is one; write one every
         ``checkpoint.every`` steps (or each epoch) and at the end. Checkpoints
@@ -593,8 +595,8 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
             run.history.append(record)
             run.perm = None
             run.done = last or (cfg.early_stopping and run.bad_evals >= cfg.patience)
-            if progress is not None:
-                progress(record)
+            if progress is not None and progress(record) is True:
+                run.done = True  # a callback's stop, before the checkpoint so that it records it
             if checkpoint is not None and (checkpoint.every is None or run.done):
                 save()
     except KeyboardInterrupt:
