@@ -171,15 +171,16 @@ class KGEmbedder(BaseEstimator):
         Evaluations without improvement before early stopping ends training.
     validation_fraction : float, default=0.1
         Fraction of ``X`` held out for early stopping when ``fit`` gets no ``valid``.
-    compile : {False, True, 'auto'}, default=False
+    compile : {False, True, 'auto'}, default='auto'
         Fuse the vanilla candidate scoring of RotatE and HAKE, TransE's EMU
         scoring, and the all-entity scoring of distance models in evaluation and
         ``predict_topk`` with ``torch.compile``: about 25% faster RotatE steps,
         several times faster TransE EMU steps and 9-28x faster distance-model
         ranking on FB15k-237 (scoring 512 queries, 2 cores), for a one-off compile of seconds (ranking) to tens
         of seconds (training, per batch shape). ``'auto'`` compiles when the training set has
-        at least 50,000 triples. Bilinear models (matrix products) and the other
-        models' EMU scoring are never compiled.
+        at least 50,000 triples, where the compile pays for itself within an epoch; without a
+        working compiler it falls back to eager code with a warning. Bilinear models (matrix
+        products), NBFNet and the other models' EMU scoring are never compiled.
     sparse : bool, default=False
         Row-wise updates: embedding lookups produce sparse gradients and only the
         rows a batch touches are updated (Adagrad, or ``SparseAdam`` for Adam), so
@@ -301,7 +302,7 @@ class KGEmbedder(BaseEstimator):
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
                  learning_rate=0.01, batch_size=None, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
-                 compile=False, sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
+                 compile="auto", sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
                  checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False, callbacks=None):
         self.model = model
         self.dim = dim

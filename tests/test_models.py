@@ -193,8 +193,8 @@ def test_sampled_scores_match_full_table_product_in_value_and_gradient():
 
     gen = torch.Generator().manual_seed(0)
     q = torch.randn(7, 5, generator=gen, dtype=torch.double, requires_grad=True)
-    table = torch.randn(11, 5, generator=gen, dtype=torch.double, requires_grad=True)
-    ids = torch.randint(11, (7, 9), generator=gen)
+    table = torch.randn(40, 5, generator=gen, dtype=torch.double, requires_grad=True)
+    ids = torch.randint(40, (7, 9), generator=gen)
     ids[0, :3] = 4
     weight = torch.randn(7, 9, generator=gen, dtype=torch.double)
     got = sampled_scores(q, table, ids)
@@ -205,3 +205,6 @@ def test_sampled_scores_match_full_table_product_in_value_and_gradient():
     for a, b in zip(g_got, g_want):
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(lambda a, b: sampled_scores(a, b, ids), (q, table))
+    # more negatives than entities (a small graph): the dense product, same values
+    many = torch.randint(40, (7, 60), generator=gen)
+    torch.testing.assert_close(sampled_scores(q, table, many), (q @ table.t()).gather(1, many))

@@ -135,10 +135,12 @@ class _SampledScores(torch.autograd.Function):
 def sampled_scores(q, table, ids):
     """Scores ``(B, N)`` of queries ``q`` ``(B, d)`` against rows ``ids`` ``(B, N)`` of ``table`` (bilinear).
 
-    The sparse kernels where they apply (float32/float64, no autocast);
+    The sparse kernels where they apply and pay (float32/float64, no autocast,
+    a table of more than ``4 N`` rows: ``sampled_addmm`` refuses more samples
+    per row than the table has rows, and a small table's product is cheap);
     elsewhere the full-table product and a gather.
     """
-    if (q.dtype == table.dtype and q.dtype in (torch.float32, torch.float64)
+    if (table.shape[0] > 4 * ids.shape[1] and q.dtype == table.dtype and q.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled(q.device.type)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
