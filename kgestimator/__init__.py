@@ -1,6 +1,6 @@
 """kgestimator: knowledge-graph embedding as scikit-learn estimators, with EMU negatives."""
 
-from .data import load_dataset, load_triples, make_kg
+from .datasets import load_dataset, load_triples, make_kg
 from .estimator import KGEmbedder
 from .metrics import SCORERS, make_hits_scorer, mrr_scorer
 from .model_selection import TripleKFold, train_test_split_triples

@@ -1,7 +1,7 @@
 """Training checkpoints: one file per ``checkpoint_dir``, replaced atomically.
 
 ``<checkpoint_dir>/checkpoint.pt`` uses the safe container of
-:mod:`kgestimator.persistence` (tensors plus JSON with a checksum; loading it
+:mod:`kgestimator._container` (tensors plus JSON with a checksum; loading it
 runs no code) and holds everything the next step depends on (see
 :func:`kgestimator.training.train`), so resuming continues the same run.
 
@@ -16,7 +16,7 @@ import os
 
 import torch
 
-from .persistence import digest, read_payload, write_atomic
+from ._container import read_payload, write_container
 
 FORMAT = "kgestimator-checkpoint"
 FORMAT_VERSION = 1
@@ -115,8 +115,7 @@ class Checkpointer:
     def save(self, run_meta, state):
         """Replace the checkpoint atomically with the run's ``(meta, state)``."""
         metadata = json.dumps({"fingerprint": self.fingerprint, "run": run_meta})
-        write_atomic(self.path, {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata,
-                                 "state": state, "checksum": digest(metadata, state)}, prefix=_TMP_PREFIX)
+        write_container(self.path, FORMAT, FORMAT_VERSION, metadata, state, prefix=_TMP_PREFIX)
         self.step = run_meta["step"]
 
 

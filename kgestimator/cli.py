@@ -24,6 +24,8 @@ import time
 import warnings
 from pathlib import Path
 
+# the rest of the package (torch, scikit-learn) is imported inside the commands, so that
+# `kgestimator --help` and argument errors answer at once
 from ._cli_params import add_estimator_arguments, estimator_params, flag_message
 
 #: per-model demo settings on ``make_kg(random_state=seed)`` (about 4,800 training
@@ -189,7 +191,7 @@ def _process_group(est):
 
 # ---------------------------------------------------------------------- files
 def _read_triples(args, path):
-    from .data import load_triples
+    from .datasets import load_triples
 
     path = Path(path)
     if not path.is_file():
@@ -210,7 +212,7 @@ def _read_splits(args, source, splits, download=False):
     download when ``download``).
     """
     from .dataset_registry import split_file
-    from .data import find_named_dataset
+    from .datasets import find_named_dataset
 
     path = Path(source)
     if path.is_file():
@@ -372,7 +374,7 @@ def _checked_estimator(args):
 
     est = _estimator_class()(**estimator_params(args, args.param_names))
     try:
-        est._validate_params()
+        est._check_params()
         make_sampler(est.sampler)
     except (ValueError, TypeError) as exc:
         raise _error(args, flag_message(str(exc))) from None
@@ -553,14 +555,14 @@ def _summary(obj):
 
 
 def _list(args, out):
-    from .estimator import LOSSES
+    from .losses import LOSSES
     from .models import MODELS
     from .samplers import SAMPLERS
 
     sections = {
         "models (--model)": {name: f"{cls.__name__}: {_summary(cls)}" for name, cls in MODELS.items()},
         "samplers (--sampler)": {name: _summary(cls) for name, cls in SAMPLERS.items()},
-        "losses (--loss)": LOSSES,
+        "losses (--loss)": {name: _summary(fn) for name, fn in LOSSES.items()},
     }
     width = max(len(name) for entries in sections.values() for name in entries)
     for title, entries in sections.items():
@@ -596,7 +598,7 @@ def _demo(args, out):
 
 
 def _run_demo(args, out):
-    from .data import make_kg
+    from .datasets import make_kg
     from .estimator import KGEmbedder
 
     kg = make_kg(random_state=args.seed)

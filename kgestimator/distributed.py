@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.distributed as dist
+from sklearn.utils import check_random_state
 
 #: environment variables that ``torchrun`` (or a cluster launcher) sets for ``init_process_group``
 ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -108,8 +109,6 @@ def shared_seed(random_state, ctx, device):
     With ``random_state=None`` each rank would otherwise draw its own, and the
     ranks would start from different weights and shards.
     """
-    from sklearn.utils import check_random_state
-
     seed = torch.zeros(1, dtype=torch.long, device=_tensor_device(ctx, device))
     if ctx.is_main:
         seed[0] = int(check_random_state(random_state).randint(0, 2**31 - 1))

@@ -1,9 +1,12 @@
 """``KGEmbedder``: the scikit-learn estimator. Parameters, validation and glue; no maths."""
 
+import copy
+import io
 import json
 import numbers
 import os
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -12,19 +15,24 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
 from . import distributed as kgdist
+from . import persistence
+from .losses import LOSSES as LOSS_FUNCTIONS
+from .losses import describe as describe_loss
 from ._progress import epoch_progress, logger
-from ._utils import make_generator, resolve_device, resolve_mixed_precision, to_numpy
+from ._utils import make_generator, resolve_device, to_numpy
 from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import EvaluationCache, digest, evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .memory import activation_estimate, check_training_fits
-from .models import MODELS, is_path_based, make_model, model_param_names, resolve_defaults
+from .models import MODELS, check_model_params, is_path_based, make_model, resolve_defaults
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
-from .samplers import make_sampler
+from .samplers import UniformSampler, make_sampler, n_generated
 from ._threads import fit_threads, torch_threads
-from .training import NonFiniteLossError, TrainConfig, TrainingInterrupted, train
+from .model_selection import train_test_split_triples
+from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrupted, check_generated, make_config,
+                       train)
 
 #: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
 #: The tables print the code's keep-negative flag under "n_P/d", so
@@ -40,20 +48,11 @@ EMU_DEFAULTS = {
     "nbfnet": (1.0, 0.94, 0.25),
 }
 
-#: loss name -> one line for ``kgestimator list``
-LOSSES = {
-    "ce": "softmax cross-entropy over [positive, negatives]; the EMU code path",
-    "logistic": "negative-sampling logistic loss, negatives averaged",
-    "self_adversarial": "logistic loss with negatives weighted by softmax(adversarial_temperature * "
-                        "score) (RotatE)",
-    "bce": "binary cross-entropy, negatives weighted by softmax(adversarial_temperature * score) "
-           "(NBFNet's loss)",
-}
+#: loss name -> one line for ``kgestimator list`` (the registry is :data:`kgestimator.losses.LOSSES`)
+LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
 REGULARIZERS = (None, "n3", "l3")
-#: below this many training triples the one-off compile costs more than it saves
-COMPILE_MIN_TRIPLES = 50_000
 
 
 def _check_bool(name, value):
@@ -358,7 +357,13 @@ class KGEmbedder(BaseEstimator):
             resolved[name] = float(value)
         return resolved
 
-    def _validate_params(self):
+    def _check_params(self):
+        """Check every parameter before anything is built; return the resolved EMU parameters.
+
+        Single-parameter rules first, then :meth:`_check_param_combinations`.
+        (Not scikit-learn's ``_validate_params``, whose contract is
+        ``_parameter_constraints``; this one returns a value.)
+        """
         _check_choice("model", self.model, list(MODELS))
         for name in ("dim", "n_negatives", "batch_size"):  # None: the model's default
             if getattr(self, name) is not None:
@@ -387,25 +392,33 @@ class KGEmbedder(BaseEstimator):
         _check_choice("sparse", self.sparse, (True, False))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", True, False))
         check_callbacks(self.callbacks)
-        if self.sparse and self.regularizer == "l3":
-            raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
-                             "L3 penalty gives every row a gradient; use regularizer='n3'.")
         if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
             raise ValueError(f"The 'checkpoint_dir' parameter must be None or a folder path; "
                              f"got {self.checkpoint_dir!r}.")
         if self.checkpoint_every is not None:
             _check_number("checkpoint_every", self.checkpoint_every, 1, integer=True)
-            if self.checkpoint_dir is None:
-                raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
-                                 "set checkpoint_dir or leave checkpoint_every at None.")
         if self.n_threads is not None:
             _check_number("n_threads", self.n_threads, 1, integer=True)
         _check_choice("distributed", self.distributed, (True, False))
+        emu_params = self._resolve_emu()
+        self._check_param_combinations()
+        return emu_params
+
+    def _check_param_combinations(self):
+        """The rules that span several parameters (after each one passed its own check)."""
+        if self.sparse and self.regularizer == "l3":
+            raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
+                             "L3 penalty gives every row a gradient; use regularizer='n3'.")
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
+                             "set checkpoint_dir or leave checkpoint_every at None.")
         if self.distributed and self.checkpoint_dir is not None:
             raise ValueError("The 'distributed' parameter cannot be True with checkpoint_dir: each rank's "
                              "random state would have to be checkpointed; leave checkpoint_dir at None.")
         self._check_model_params()
-        return self._resolve_emu()
+        sampler = make_sampler(self.sampler)
+        if isinstance(n_generated(sampler), numbers.Integral):  # else the sampler's own check names it
+            check_generated(sampler, self.n_negatives)
 
     def _check_model_params(self):
         """``model_params`` as a dict with keys the model takes; NBFNet's unsupported combinations."""
@@ -421,18 +434,12 @@ class KGEmbedder(BaseEstimator):
         if not isinstance(params, dict):
             raise ValueError(f"The 'model_params' parameter must be None, a dict or a JSON object string; "
                              f"got {self.model_params!r}.")
-        accepted = model_param_names(self.model)
-        unknown = sorted(set(params) - set(accepted))
-        if unknown:
-            raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={self.model!r} "
-                             f"does not take; it takes {accepted if accepted else 'none'}.")
+        check_model_params(self.model, params)
         if is_path_based(MODELS[self.model]):
             self._check_path_model()
         return params
 
     def _check_path_model(self):
-        from .samplers import UniformSampler
-
         # Bernoulli subclasses Uniform: both only choose the corrupted side here
         if isinstance(self.sampler, str):
             ok, sampler = self.sampler in ("uniform", "bernoulli"), self.sampler
@@ -455,31 +462,8 @@ class KGEmbedder(BaseEstimator):
         """``dim``, ``batch_size`` and ``n_negatives``, the model's defaults where they are None."""
         return resolve_defaults(self.model, dim=self.dim, batch_size=self.batch_size, n_negatives=self.n_negatives)
 
-    def _emu_resample(self):
-        """``emu_resample`` with 'auto' resolved for the sampler (see the parameter)."""
-        if isinstance(self.emu_resample, str):
-            from .samplers import SAMPLERS
-
-            sampler = SAMPLERS.get(self.sampler) if isinstance(self.sampler, str) else self.sampler
-            return not getattr(sampler, "emu_reuses_draw", False)
-        return bool(self.emu_resample)
-
-    def _config(self, emu_params, n_train, device):
-        sizes = self._sizes()
-        compile_ = self.compile if self.compile != "auto" else n_train >= COMPILE_MIN_TRIPLES
-        compile_ = compile_ and not is_path_based(MODELS[self.model])
-        return TrainConfig(
-            compile=bool(compile_), sparse=bool(self.sparse),
-            mixed_precision=resolve_mixed_precision(self.mixed_precision, device),
-            n_negatives=sizes["n_negatives"], batch_size=sizes["batch_size"], neg_chunk=self.neg_chunk_size,
-            n_epochs=self.n_epochs, max_steps=self.max_steps, learning_rate=float(self.learning_rate),
-            optimizer=self.optimizer, loss=self.loss,
-            adversarial_temperature=float(self.adversarial_temperature),
-            emu=self.emu, uls=bool(self.uls), emu_normalize=bool(self.emu_normalize),
-            emu_resample=self._emu_resample(), regularizer=self.regularizer,
-            reg_weight=float(self.reg_weight), early_stopping=bool(self.early_stopping),
-            eval_every=self.eval_every, patience=self.patience, **emu_params,
-        )
+    def _train_config(self, emu_params, n_train, device):
+        return make_config(self.get_params(deep=False), emu_params, n_train, device)
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, X, n_columns=3, name="X"):
@@ -507,7 +491,7 @@ class KGEmbedder(BaseEstimator):
         -------
         self : KGEmbedder
         """
-        emu_params = self._validate_params()
+        emu_params = self._check_params()
         try:
             with torch_threads(fit_threads(self.n_threads)):
                 return self._fit(X, valid, emu_params)
@@ -518,108 +502,28 @@ class KGEmbedder(BaseEstimator):
                 torch.cuda.empty_cache()
 
     def _fit(self, X, valid, emu_params):
+        """The stages of ``fit`` after validation: data, parts, training, fitted attributes.
+
+        Fitted state is assembled in ``_FitParts`` and assigned at the end (or where
+        training stops with usable weights: Ctrl-C, a non-finite loss), so a failed
+        fit never leaves a half-updated estimator behind.
+        """
         labels = kgdata.check_triples(X, name="X")
-        device = resolve_device(self.device)
-        ctx, random_state = None, self.random_state
-        if self.distributed:
-            device = kgdist.local_device(device)
-            ctx = kgdist.init(device)
-            random_state = kgdist.shared_seed(self.random_state, ctx, device)
-        main = ctx is None or ctx.is_main
-        n_threads = torch.get_num_threads()
-        cfg = self._config(emu_params, labels.shape[0], device)
-        valid_labels = None
-        if self.early_stopping and valid is None:
-            from .model_selection import train_test_split_triples
-
-            try:
-                labels, valid_labels = train_test_split_triples(
-                    labels, test_size=self.validation_fraction, random_state=random_state)
-            except ValueError as exc:
-                raise ValueError(
-                    f"early_stopping holds out validation_fraction={self.validation_fraction} of X's "
-                    f"{labels.shape[0]} triple(s), which leaves none to train on; pass valid= or lower "
-                    "validation_fraction.") from exc
-            if not valid_labels.shape[0]:
-                # every held-out triple was needed to introduce an entity or relation
-                valid_labels = None
-        elif valid is not None:
-            valid_labels = kgdata.check_triples(valid, name="valid")
-
-        # fitted state is assembled in locals and assigned at the end (or where
-        # training stops with usable weights: Ctrl-C, a non-finite loss), so a
-        # failed fit never leaves a half-updated estimator behind
-        entities, relations = kgdata.build_vocabulary(labels)
-        # fail in a second, not after an hour or with the machine swapping
-        check_training_fits(MODELS[self.model], len(entities), len(relations), self._sizes()["dim"],
-                            labels.shape[0] + (0 if valid_labels is None else valid_labels.shape[0]),
-                            self.optimizer, self.sparse, self.early_stopping, device,
-                            activations=activation_estimate(MODELS[self.model], len(entities), len(relations),
-                                                            labels.shape[0], cfg, self._sizes()["dim"],
-                                                            self._check_model_params()))
-        train_ids = _encode_strict(labels, entities, relations, device)
-        valid_ids = None
-        if valid_labels is not None:
-            ids, known, _ = _encode(valid_labels, entities, relations, device, name="valid")
-            valid_ids = ids[torch.as_tensor(known, device=device)]
-
-        # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
-        del labels, valid_labels
-        gen, seed = make_generator(random_state, device)
-        init_gen = torch.Generator().manual_seed(seed)
-        model = make_model(self.model, len(entities), len(relations), self._sizes()["dim"], float(self.gamma),
-                           self._check_model_params(), generator=init_gen)
-        if is_path_based(model):
-            # the fact graph NBFNet propagates over: the training triples only
-            model.set_graph(train_ids.cpu())
-        model = model.to(device)
-        sampler = make_sampler(self.sampler).fit(train_ids, len(entities), len(relations), generator=gen)
-        known_ids = train_ids if valid_ids is None else torch.cat([train_ids, valid_ids])
-        sync, fit_ids = None, train_ids
+        device, ctx, random_state = self._fit_context(resolve_device(self.device))
+        cfg = self._train_config(emu_params, labels.shape[0], device)
+        parts = self._encode_data(labels, self._validation_labels(labels, valid, random_state), device)
+        del labels  # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
+        self._build_parts(parts, random_state, device)
+        fit_ids, sync = parts.train_ids, None
         if ctx is not None:
-            kgdist.broadcast_parameters(model)
-            gen.manual_seed(kgdist.rank_seed(seed, ctx.rank))  # own shuffles and negatives per rank
-            fit_ids = kgdist.shard(train_ids, ctx, seed)
-            cfg.batch_size = -(-cfg.batch_size // ctx.world_size)
-            sync = kgdist.GradientAverager(ctx, device)
-
-        checkpoint = None
-        if self.checkpoint_dir is not None:
-            data = [train_ids, entities, relations] + ([] if valid_ids is None else [valid_ids])
-            checkpoint = Checkpointer(self.checkpoint_dir, self.checkpoint_every,
-                                      fingerprint(self.get_params(deep=False), device, data))
-            checkpoint.prepare()
-
-        validate = None
-        if valid_ids is not None and valid_ids.shape[0]:
-            known_valid = KnownTriples(known_ids, len(entities), len(relations))
-
-            def validate():
-                return evaluate_ranks(model, valid_ids, known_valid, compile=cfg.compile)["mrr"]
-
-            if ctx is not None:
-                validate = kgdist.main_validates(validate, ctx, device)
-        elif self.early_stopping:
-            warnings.warn("early_stopping is on but no validation triple has its entities and relation in "
-                          "the training triples; training runs every epoch without early stopping.",
-                          UserWarning, stacklevel=2)
-
-        def set_fitted(history):
-            self.entities_, self.relations_, self.device_ = entities, relations, device
-            self.model_ = model
-            self.sampler_ = sampler
-            self.history_ = history
-            self.emu_params_ = emu_params
-            self._known_ids = known_ids
-            self._eval_cache = None  # encodings and filter indices of the previous fit
-            self.n_iter_ = len(history)
-            self.n_threads_ = n_threads
-            self.distributed_ = None
-
+            fit_ids, sync = self._distribute(parts, cfg, ctx, device)
+        checkpoint = self._checkpointer(parts)
+        validate = self._validation(parts, cfg, ctx, device)
+        main = ctx is None or ctx.is_main
         desc = f"{self.model}{'+EMU' if self.emu else ''}"
         if main:
             logger.info("fit %s: %d triples, %d entities, %d relations, device %s%s", desc,
-                        train_ids.shape[0], len(entities), len(relations), device,
+                        parts.train_ids.shape[0], len(parts.entities), len(parts.relations), device,
                         "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
         # callbacks run where the progress is reported: on rank 0 only
         hooks = CallbackRunner(check_callbacks(self.callbacks) if main else (), self, can_stop=ctx is None)
@@ -627,27 +531,130 @@ class KGEmbedder(BaseEstimator):
             with epoch_progress(desc, self.verbose if main else 0,
                                 None if self.max_steps else self.n_epochs) as progress:
                 hooks.begin()
-                history = train(model, fit_ids, sampler, cfg, gen, validate=validate,
+                history = train(parts.model, fit_ids, parts.sampler, cfg, parts.gen, validate=validate,
                                 progress=hooks.wrap(progress) if main else None, checkpoint=checkpoint, sync=sync)
         except TrainingInterrupted as stop:
-            set_fitted(stop.history)
+            self._set_fitted(parts, stop.history, emu_params)
             warnings.warn(str(stop), UserWarning, stacklevel=2)
             hooks.end()
             return self
         except NonFiniteLossError as err:
             if err.weights_kept:
-                set_fitted(err.history)
+                self._set_fitted(parts, err.history, emu_params)
             hooks.error(err)
             raise
         except Exception as err:
             hooks.error(err)
             raise
-        set_fitted(history)
+        self._set_fitted(parts, history, emu_params)
         if ctx is not None:
             batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
             self.distributed_ = _report_throughput(history, ctx, batch, device)
         hooks.end()
         return self
+
+    def _fit_context(self, device):
+        """``(device, distributed context or None, random_state shared by the ranks)``."""
+        if not self.distributed:
+            return device, None, self.random_state
+        device = kgdist.local_device(device)
+        ctx = kgdist.init(device)
+        return device, ctx, kgdist.shared_seed(self.random_state, ctx, device)
+
+    def _validation_labels(self, labels, valid, random_state):
+        """``(training labels, validation labels or None)``: ``valid``, or a held-out split for early stopping."""
+        if valid is not None:
+            return labels, kgdata.check_triples(valid, name="valid")
+        if not self.early_stopping:
+            return labels, None
+        try:
+            labels, valid_labels = train_test_split_triples(
+                labels, test_size=self.validation_fraction, random_state=random_state)
+        except ValueError as exc:
+            raise ValueError(
+                f"early_stopping holds out validation_fraction={self.validation_fraction} of X's "
+                f"{labels.shape[0]} triple(s), which leaves none to train on; pass valid= or lower "
+                "validation_fraction.") from exc
+        # empty when every held-out triple was needed to introduce an entity or relation
+        return labels, valid_labels if valid_labels.shape[0] else None
+
+    def _encode_data(self, labels, split, device):
+        """Vocabularies and id tensors of the training and validation triples, as ``_FitParts``."""
+        labels, valid_labels = split
+        entities, relations = kgdata.build_vocabulary(labels)
+        # fail in a second, not after an hour or with the machine swapping
+        dim = self._sizes()["dim"]
+        check_training_fits(MODELS[self.model], len(entities), len(relations), dim,
+                            labels.shape[0] + (0 if valid_labels is None else valid_labels.shape[0]),
+                            self.optimizer, self.sparse, self.early_stopping, device,
+                            activations=activation_estimate(MODELS[self.model], len(entities), len(relations),
+                                                            labels.shape[0],
+                                                            self._train_config({}, labels.shape[0], device), dim,
+                                                            self._check_model_params()))
+        parts = _FitParts(entities, relations, device, _encode_strict(labels, entities, relations, device))
+        if valid_labels is not None:
+            ids, known, _ = _encode(valid_labels, entities, relations, device, name="valid")
+            parts.valid_ids = ids[torch.as_tensor(known, device=device)]
+        parts.known_ids = parts.train_ids if parts.valid_ids is None else torch.cat([parts.train_ids,
+                                                                                     parts.valid_ids])
+        return parts
+
+    def _build_parts(self, parts, random_state, device):
+        """The seeded generator, the model and the fitted sampler, into ``parts``."""
+        parts.gen, parts.seed = make_generator(random_state, device)
+        n_ent, n_rel = len(parts.entities), len(parts.relations)
+        model = make_model(self.model, n_ent, n_rel, self._sizes()["dim"], float(self.gamma), self._check_model_params(),
+                           generator=torch.Generator().manual_seed(parts.seed))
+        if is_path_based(model):
+            # the fact graph NBFNet propagates over: the training triples only
+            model.set_graph(parts.train_ids.cpu())
+        parts.model = model.to(device)
+        parts.sampler = make_sampler(self.sampler).fit(parts.train_ids, n_ent, n_rel, generator=parts.gen)
+
+    def _distribute(self, parts, cfg, ctx, device):
+        """This rank's share of the work: ``(its training ids, the gradient averager)``."""
+        kgdist.broadcast_parameters(parts.model)
+        parts.gen.manual_seed(kgdist.rank_seed(parts.seed, ctx.rank))  # own shuffles and negatives per rank
+        cfg.batch_size = -(-cfg.batch_size // ctx.world_size)
+        return kgdist.shard(parts.train_ids, ctx, parts.seed), kgdist.GradientAverager(ctx, device)
+
+    def _validation(self, parts, cfg, ctx, device):
+        """``validate() -> MRR`` on the validation ids, or None when there are none."""
+        valid_ids = parts.valid_ids
+        if valid_ids is None or not valid_ids.shape[0]:
+            if self.early_stopping:
+                warnings.warn("early_stopping is on but no validation triple has its entities and relation in "
+                              "the training triples; training runs every epoch without early stopping.",
+                              UserWarning, stacklevel=3)
+            return None
+        known_valid = KnownTriples(parts.known_ids, len(parts.entities), len(parts.relations))
+
+        def validate():
+            return evaluate_ranks(parts.model, valid_ids, known_valid, compile=cfg.compile)["mrr"]
+
+        return validate if ctx is None else kgdist.main_validates(validate, ctx, device)
+
+    def _checkpointer(self, parts):
+        if self.checkpoint_dir is None:
+            return None
+        data = [parts.train_ids, parts.entities, parts.relations]
+        data += [] if parts.valid_ids is None else [parts.valid_ids]
+        checkpoint = Checkpointer(self.checkpoint_dir, self.checkpoint_every,
+                                  fingerprint(self.get_params(deep=False), parts.device, data))
+        checkpoint.prepare()
+        return checkpoint
+
+    def _set_fitted(self, parts, history, emu_params):
+        self.entities_, self.relations_, self.device_ = parts.entities, parts.relations, parts.device
+        self.model_ = parts.model
+        self.sampler_ = parts.sampler
+        self.history_ = history
+        self.emu_params_ = emu_params
+        self._known_ids = parts.known_ids
+        self._eval_cache = None  # encodings and filter indices of the previous fit
+        self.n_iter_ = len(history)
+        self.n_threads_ = parts.n_threads
+        self.distributed_ = None
 
     # ------------------------------------------------------------------ inference
     def _known_index(self, extra=None):
@@ -878,9 +885,7 @@ class KGEmbedder(BaseEstimator):
         The file holds tensors, JSON metadata and a SHA-256 checksum, and is
         written atomically (temporary file, then rename). Read it with :meth:`load`.
         """
-        from .persistence import save
-
-        save(self, path)
+        persistence.save(self, path)
 
     @classmethod
     def load(cls, path, device="cpu"):
@@ -910,9 +915,7 @@ class KGEmbedder(BaseEstimator):
         FileNotFoundError
             When ``path`` does not exist.
         """
-        from .persistence import load
-
-        return load(path, device=device)
+        return persistence.load(path, cls, device=device)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -921,6 +924,23 @@ class KGEmbedder(BaseEstimator):
         tags.target_tags.required = False
         tags.non_deterministic = False
         return tags
+
+
+@dataclass
+class _FitParts:
+    """What one fit builds before it becomes the estimator's fitted state."""
+
+    entities: np.ndarray
+    relations: np.ndarray
+    device: torch.device
+    train_ids: torch.Tensor
+    valid_ids: torch.Tensor | None = None
+    model: torch.nn.Module | None = None
+    sampler: object = None
+    gen: torch.Generator | None = None
+    seed: int = 0
+    n_threads: int = field(default_factory=torch.get_num_threads)
+    known_ids: torch.Tensor | None = None       # training and validation ids: the filter of evaluations
 
 
 def _encode(X, entities, relations, device, n_columns=3, name="X"):
@@ -985,9 +1005,6 @@ def _report_throughput(history, ctx, batch_size, device):
 def copy_to_cpu(obj):
     """A copy of a module, or of any object holding tensors (samplers: caches, networks,
     optimisers), with every tensor on the CPU."""
-    import copy
-    import io
-
     if isinstance(obj, torch.nn.Module):
         return copy.deepcopy(obj).cpu()
     # torch's own serialiser reaches tensors anywhere inside the object (optimiser state

@@ -1,6 +1,9 @@
 """Losses over a candidate list with the positive at index 0 (ALGORITHMS.md §2, §3, §5.3, §5.4).
 
 All functions take logits of shape ``(B, 1 + N)`` and average over rows.
+:data:`LOSSES` maps each ``loss`` parameter value to its function;
+:func:`training_loss` is the one place where a step's vanilla loss and its
+EMU term (Eq. 12) are combined, for embedding and path-based models alike.
 """
 
 import torch
@@ -86,3 +89,47 @@ def n3(factors, n_rows):
 def l3_full(model):
     """"L3" over the whole entity and relation tables, as the RotatE/EMU code adds it."""
     return model.entity.abs().pow(3).sum() + model.relation.abs().pow(3).sum()
+
+
+def _ce(logits, adversarial_temperature):
+    """softmax cross-entropy over [positive, negatives]; the EMU code path"""
+    return soft_cross_entropy(logits)
+
+
+def _logistic(logits, adversarial_temperature):
+    """negative-sampling logistic loss, negatives averaged"""
+    return logistic_loss(logits)
+
+
+def _self_adversarial(logits, adversarial_temperature):
+    """logistic loss with negatives weighted by softmax(adversarial_temperature * score) (RotatE)"""
+    return logistic_loss(logits, adversarial_temperature)
+
+
+def _bce(logits, adversarial_temperature):
+    """binary cross-entropy, negatives weighted by softmax(adversarial_temperature * score) (NBFNet's loss)"""
+    return binary_cross_entropy(logits, adversarial_temperature)
+
+
+#: ``loss`` parameter value -> ``fn(logits, adversarial_temperature)``; the docstring is its description
+LOSSES = {"ce": _ce, "logistic": _logistic, "self_adversarial": _self_adversarial, "bce": _bce}
+
+
+def describe(name):
+    """The one-line description of loss ``name`` (``kgestimator list``)."""
+    return LOSSES[name].__doc__
+
+
+def training_loss(cfg, logits, emu_logits=None):
+    """The loss of one step from its logits ``(B, 1 + N)``: ``cfg.loss``, plus the EMU term when given.
+
+    ``cfg`` is a :class:`kgestimator.training.TrainConfig`. The EMU term is
+    :func:`emu_combined_loss`, BCE when the vanilla loss is BCE.
+    """
+    loss = LOSSES[cfg.loss](logits, cfg.adversarial_temperature)
+    if emu_logits is None:
+        return loss
+    beta = cfg.beta if cfg.uls else 0.0
+    return emu_combined_loss(loss, emu_logits, alpha=cfg.alpha, beta=beta, n_negatives=cfg.n_negatives,
+                             normalize=cfg.emu_normalize,
+                             bce_temperature=cfg.adversarial_temperature if cfg.loss == "bce" else None)

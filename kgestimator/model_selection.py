@@ -12,7 +12,8 @@ import numbers
 import numpy as np
 from sklearn.model_selection import BaseCrossValidator
 
-from .data import _check_rng, _factorize_triples, _keep_covered, check_triples
+from ._splitting import check_rng, keep_covered
+from .data import check_triples, factorize_triples
 
 __all__ = ["TripleKFold", "train_test_split_triples"]
 
@@ -41,7 +42,7 @@ class TripleKFold(BaseCrossValidator):
 
     Examples
     --------
-    >>> from kgestimator.data import make_kg
+    >>> from kgestimator.datasets import make_kg
     >>> kg = make_kg(n_entities=60, n_triples=800, random_state=0)
     >>> cv = TripleKFold(3, random_state=0)
     >>> for train, test in cv.split(kg.train):
@@ -102,9 +103,9 @@ class TripleKFold(BaseCrossValidator):
                 f"Cannot have n_splits={self.n_splits} greater than the number "
                 f"of triples n_triples={n}"
             )
-        ids, n_entities, n_relations = _factorize_triples(triples)
+        ids, n_entities, n_relations = factorize_triples(triples)
         if self.shuffle:
-            order = _check_rng(self.random_state).permutation(n)
+            order = check_rng(self.random_state).permutation(n)
         else:
             order = np.arange(n)
         priority = np.empty(n, dtype=np.int64)
@@ -115,7 +116,7 @@ class TripleKFold(BaseCrossValidator):
         everything = np.ones(n, dtype=bool)
         for k in range(self.n_splits):
             test = fold == k
-            kept = _keep_covered(ids, test, everything, priority, n_entities, n_relations)
+            kept = keep_covered(ids, test, everything, priority, n_entities, n_relations)
             # Out of every test fold: the triple trains in all splits.
             fold[test & ~kept] = -1
         indices = np.arange(n)
@@ -160,8 +161,8 @@ def train_test_split_triples(X, test_size=0.1, random_state=None):
     triples = check_triples(X)
     n = len(triples)
     n_test = _resolve_test_size(test_size, n)
-    ids, n_entities, n_relations = _factorize_triples(triples)
-    order = _check_rng(random_state).permutation(n)
+    ids, n_entities, n_relations = factorize_triples(triples)
+    order = check_rng(random_state).permutation(n)
     priority = np.empty(n, dtype=np.int64)
     priority[order] = np.arange(n)
     test = np.zeros(n, dtype=bool)
@@ -174,7 +175,7 @@ def train_test_split_triples(X, test_size=0.1, random_state=None):
         test[order[drawn : drawn + missing]] = True
         drawn += missing
         # Triples sent back are never drawn again: `drawn` only moves on.
-        test = _keep_covered(ids, test, everything, priority, n_entities, n_relations)
+        test = keep_covered(ids, test, everything, priority, n_entities, n_relations)
     return triples[~test], triples[test]
 
 

@@ -34,6 +34,16 @@ def mixup_weights(shape, generator, device):
     return torch.rand(shape, generator=generator, device=device).sqrt_()
 
 
+def _towards(pos, neg, weight):
+    """EMU's mutation ``neg + m * (pos - neg)``: coordinates where ``m = 1`` come from the positive."""
+    return neg + weight * (pos - neg)
+
+
+def _mixed(pos, neg, lam):
+    """MIXUP's candidate ``lam * neg + (1 - lam) * pos``."""
+    return lam * neg + (1.0 - lam) * pos
+
+
 def mutate(pos, neg, mask):
     """Materialise mutated candidates.
 
@@ -49,8 +59,7 @@ def mutate(pos, neg, mask):
     Tensor of shape (C, c, N, de)
     """
     mask = mask.expand(neg.shape)
-    neg = neg.unsqueeze(1)
-    return neg + mask.to(neg.dtype).unsqueeze(1) * (pos.unsqueeze(2) - neg)
+    return _towards(pos.unsqueeze(2), neg.unsqueeze(1), mask.to(neg.dtype).unsqueeze(1))
 
 
 def mutated_scores(model, q, pos, neg, mask, masked_distance=None):
@@ -85,5 +94,37 @@ def mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam):
         lam = lam.unsqueeze(1)
         return lam * neg_scores + (1.0 - lam) * pos_scores.unsqueeze(2)
     lam = lam[:, None, :, None]
-    mixed = lam * neg.unsqueeze(1) + (1.0 - lam) * pos.unsqueeze(2)
-    return model.match(q.unsqueeze(2), mixed)
+    return model.match(q.unsqueeze(2), _mixed(pos.unsqueeze(2), neg.unsqueeze(1), lam))
+
+
+def emu_scores(mode, model, q, pos, neg, neg_scores, pos_scores, mutation_ratio, generator, pairwise,
+               masked_distance=None):
+    """Scores ``(C, c, N)`` of the EMU term's negatives in the chunked layout, for ``emu=mode``.
+
+    ``neg_scores`` are the scores of ``neg`` when already computed (unmutated
+    negatives), else None; ``pairwise`` scores queries against shared candidates.
+    """
+    if mode == "mixup":
+        if neg_scores is None and model.bilinear:
+            neg_scores = pairwise(q, neg)
+        lam = mixup_weights(neg.shape[:2], generator, neg.device)
+        return mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam)
+    if mode == "ls_only":
+        return neg_scores if neg_scores is not None else pairwise(q, neg)
+    mask = emu_mask(neg.shape[1:], mutation_ratio, generator, neg.device)
+    return mutated_scores(model, q, pos, neg, mask, masked_distance)
+
+
+def emu_candidates(mode, pos, neg, mutation_ratio, generator):
+    """The EMU term's candidates ``(B, N, d)`` from aligned positives ``(B, 1, d)`` and negatives ``(B, N, d)``.
+
+    The path-based models' counterpart of :func:`emu_scores`: one positive row per
+    negative row, no chunks, so the candidates are materialised.
+    """
+    if mode == "mixup":
+        lam = mixup_weights(neg.shape[:2], generator, neg.device).unsqueeze(-1)
+        return _mixed(pos, neg, lam)
+    if mode == "ls_only":
+        return neg
+    mask = emu_mask(neg.shape, mutation_ratio, generator, neg.device).to(neg.dtype)
+    return _towards(pos, neg, mask)

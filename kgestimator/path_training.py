@@ -15,8 +15,8 @@ width: the query half is identical on both sides.
 
 import torch
 
-from .mutation import emu_mask, mixup_weights
-from .training import _vanilla_loss, emu_loss
+from .losses import training_loss
+from .mutation import emu_candidates
 
 
 def strict_negatives(known, anchor, rel, side, n_negatives, generator):
@@ -58,19 +58,11 @@ def path_step_loss(model, sampler, cfg, batch, step, generator, known):
     rows = torch.arange(anchor.shape[0], device=anchor.device).unsqueeze(1)
     reps = nodes[rows, cand]                                                     # (B, 1 + N, d)
     logits = model.score_nodes(reps, query)
-    loss = _vanilla_loss(cfg, logits)
     if not cfg.emu:
-        return loss
+        return training_loss(cfg, logits)
 
     pos = reps[:, :1]
     neg = reps[:, 1:] if emu_neg is None else nodes[rows, emu_neg]
-    if cfg.emu == "mixup":
-        lam = mixup_weights(neg.shape[:2], generator, neg.device).unsqueeze(-1)
-        mutated = lam * neg + (1.0 - lam) * pos
-    elif cfg.emu == "ls_only":
-        mutated = neg
-    else:
-        mask = emu_mask(neg.shape, cfg.mutation_ratio, generator, neg.device).to(neg.dtype)
-        mutated = neg + mask * (pos - neg)
+    mutated = emu_candidates(cfg.emu, pos, neg, cfg.mutation_ratio, generator)
     emu_logits = torch.cat([logits[:, :1], model.score_nodes(mutated, query)], 1)
-    return emu_loss(cfg, loss, emu_logits)
+    return training_loss(cfg, logits, emu_logits)

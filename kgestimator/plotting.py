@@ -20,8 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .data import encode
 from .mutation import emu_mask, mutate
-from .samplers import UniformSampler
-from .training import TrainConfig, _draw, _embed
+from .samplers import UniformSampler, draw_negatives, n_generated, with_generated
 
 _INSTALL = "pip install 'kgestimator[plot]' (or pip install matplotlib)"
 
@@ -121,19 +120,19 @@ def _negatives(est, X, n_negatives, mutation_ratio, random_state):
             # copy so that plotting never changes the fitted sampler's state
             sampler = copy.deepcopy(est.sampler_)
             name = type(sampler).__name__
-            n_generated = getattr(sampler, "n_generated", 0) if hasattr(sampler, "generate") else 0
-            if n_negatives <= n_generated:
-                raise ValueError(f"n_negatives must exceed the {n_generated} negatives that {name} "
+            n_gen = n_generated(sampler)
+            if n_negatives <= n_gen:
+                raise ValueError(f"n_negatives must exceed the {n_gen} negatives that {name} "
                                  f"generates per positive; got {n_negatives}.")
             anchor = model.entities(ids[:, :1])
             query = model.query(anchor, model.relations(ids[:, 1:2]), "tail")
             try:
-                drawn, fake = _draw(model, sampler, TrainConfig(n_negatives=n_negatives), ids, "tail", n,
-                                    gen, anchor, query, train=False)
+                drawn, fake = draw_negatives(model, sampler, ids, "tail", n, n_negatives, gen, anchor, query,
+                                             train=False)
             except ValueError as exc:  # NSCaching keeps caches for training triples only
                 raise ValueError(f"{name} cannot draw negatives for these triples ({exc}); "
                                  "plot training triples instead.") from exc
-            kinds[name] = _embed(model, drawn, fake)
+            kinds[name] = with_generated(model.entities(drawn), fake)
         mask = emu_mask(uniform.shape, mutation_ratio, gen, device)
         kinds[f"EMU (mutation_ratio={mutation_ratio:.2f})"] = mutate(pos.unsqueeze(1), uniform, mask)[:, 0]
     return pos, kinds

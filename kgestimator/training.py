@@ -17,48 +17,83 @@ independent sampling.
 import copy
 import math
 import time
-import warnings
 from dataclasses import dataclass, field, fields
 
 import torch
 
-from . import losses
-from ._utils import compiled
+from . import losses, path_training
+from ._utils import compiled, resolve_mixed_precision
 from .checkpoint import to_device
 from .filtering import KnownTriples
-from .models import EmbeddingModel, is_path_based
+from .losses import training_loss
+from .models import MODELS, EmbeddingModel, is_path_based, resolve_defaults
 from .models._base import sampled_scores
-from .mutation import emu_mask, mixup_scores, mixup_weights, mutated_scores
+from .models.transe import masked_l1
+from .mutation import emu_scores
+from .samplers import generate, n_generated, resolve_emu_resample, with_generated
+
+
+#: below this many training triples the one-off compile costs more than it saves
+COMPILE_MIN_TRIPLES = 50_000
 
 
 @dataclass
 class TrainConfig:
-    """Resolved training settings (the estimator validates them first)."""
+    """Resolved training settings: built by :func:`make_config` from the estimator's
+    parameters, whose defaults are the only ones (the estimator validates them first)."""
 
-    n_negatives: int = 256
-    batch_size: int = 1000
-    neg_chunk: int = 100
-    n_epochs: int = 100
-    max_steps: int | None = None
-    learning_rate: float = 0.01
-    optimizer: str = "adam"
-    loss: str = "ce"
-    adversarial_temperature: float = 1.0
-    emu: object = False
-    alpha: float = 0.11
-    mutation_ratio: float = 0.61
-    uls: bool = True
-    beta: float = 0.53
-    emu_normalize: bool = True
-    emu_resample: bool = True
-    regularizer: str | None = None
-    reg_weight: float = 0.0
-    early_stopping: bool = False
-    eval_every: int = 5
-    patience: int = 3
-    compile: bool = False
-    sparse: bool = False
-    mixed_precision: bool = False
+    n_negatives: int
+    batch_size: int
+    neg_chunk: int               # the 'neg_chunk_size' parameter
+    n_epochs: int
+    max_steps: int | None
+    learning_rate: float
+    optimizer: str
+    loss: str
+    adversarial_temperature: float
+    emu: object
+    alpha: float
+    mutation_ratio: float
+    uls: bool
+    beta: float
+    emu_normalize: bool
+    emu_resample: bool
+    regularizer: str | None
+    reg_weight: float
+    early_stopping: bool
+    eval_every: int
+    patience: int
+    compile: bool
+    sparse: bool
+    mixed_precision: bool
+
+
+#: TrainConfig fields named differently among the estimator's parameters
+_PARAM_NAMES = {"neg_chunk": "neg_chunk_size"}
+#: fields resolved from more than their parameter (see make_config)
+_RESOLVED = ("alpha", "mutation_ratio", "beta", "compile", "mixed_precision")
+
+
+def make_config(params, emu_params, n_train, device):
+    """The :class:`TrainConfig` of the estimator parameters ``params`` (``get_params(deep=False)``).
+
+    ``emu_params`` holds the resolved ``alpha``, ``mutation_ratio`` and ``beta``;
+    ``compile='auto'`` compiles from :data:`COMPILE_MIN_TRIPLES` training
+    triples on (never for path-based models) and ``mixed_precision`` is
+    resolved for ``device``. Float and bool settings are cast to their type.
+    """
+    # None sizes take the model's defaults; emu_resample='auto' follows the sampler
+    params = {**params, **resolve_defaults(params["model"], dim=params["dim"], batch_size=params["batch_size"],
+                                           n_negatives=params["n_negatives"]),
+              "emu_resample": resolve_emu_resample(params["emu_resample"], params["sampler"])}
+    compile_ = params["compile"] if params["compile"] != "auto" else n_train >= COMPILE_MIN_TRIPLES
+    values = {"compile": bool(compile_ and not is_path_based(MODELS[params["model"]])),
+              "mixed_precision": resolve_mixed_precision(params["mixed_precision"], device), **emu_params}
+    for f in fields(TrainConfig):
+        if f.name not in _RESOLVED:
+            value = params[_PARAM_NAMES.get(f.name, f.name)]
+            values[f.name] = f.type(value) if f.type in (bool, float) else value
+    return TrainConfig(**values)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -131,8 +166,6 @@ def masked_distance_fn(model, compile=False):
     """
     if not compile or not hasattr(model, "mutated_pairwise"):
         return None
-    from .models.transe import masked_l1
-
     return compiled(masked_l1)
 
 
@@ -193,44 +226,9 @@ def make_optimizer(name, model, lr, sparse=False, adam=False):
                        _fused(torch.optim.Adam, rest, lr) if rest else None)
 
 
-def _vanilla_loss(cfg, logits):
-    if cfg.loss == "ce":
-        return losses.soft_cross_entropy(logits)
-    if cfg.loss == "bce":
-        return losses.binary_cross_entropy(logits, cfg.adversarial_temperature)
-    temperature = cfg.adversarial_temperature if cfg.loss == "self_adversarial" else None
-    return losses.logistic_loss(logits, temperature)
-
-
 #: largest ``(B, n_entities)`` score matrix for which per-positive negatives of a
 #: bilinear model are scored against the whole table (see ``_score_negatives``)
 FULL_TABLE_ELEMENTS = 1 << 26
-
-
-def _draw(model, sampler, cfg, batch, side, n_chunks, generator, anchor, q, train):
-    """Negative ids ``(C, n_ids)`` and generated embeddings ``(C, n_gen, de)`` or None."""
-    ids = sampler.sample(batch, side, n_chunks, cfg.n_negatives - _n_generated(sampler), generator)
-    return ids, _generate(sampler, batch, side, model, anchor, q, generator, train)
-
-
-def _n_generated(sampler):
-    return sampler.n_generated if hasattr(sampler, "generate") else 0
-
-
-def _generate(sampler, batch, side, model, anchor, q, generator, train):
-    if not _n_generated(sampler):
-        return None
-    return sampler.generate(batch, side, model, anchor, q, generator, train=train)
-
-
-def _embed(model, ids, fake):
-    """Candidate embeddings ``(C, N, de)``: looked-up ids, then generated ones."""
-    neg = model.entities(ids)
-    return _with_fake(neg, fake)
-
-
-def _with_fake(neg, fake):
-    return neg if fake is None else torch.cat([neg, fake.to(neg.dtype)], 1)
 
 
 def _lookup(model, *ids):
@@ -268,18 +266,22 @@ def _score_negatives(model, pairwise, q, ids, neg, fake):
     return scores
 
 
+def _logits(pos_scores, neg_scores, n_negatives):
+    """``(B, 1 + N)`` logits, the positive at index 0, from ``(C, c)`` and ``(C, c, N)`` scores."""
+    return torch.cat([pos_scores.unsqueeze(-1), neg_scores], -1).view(-1, n_negatives + 1)
+
+
 def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked_distance=None):
     """Vanilla and EMU logits, ``(B, 1 + N)`` each, for one side of a batch.
 
     Returns ``(logits, emu_logits or None, factors)``.
     """
     chunk = cfg.neg_chunk if getattr(sampler, "shares_negatives", True) else 1
-    rows = _chunk_rows(torch.arange(triples.shape[0], device=triples.device), chunk)
-    batch = triples[rows]                       # (C, c, 3)
+    batch = triples[_chunk_rows(torch.arange(triples.shape[0], device=triples.device), chunk)]   # (C, c, 3)
     C, c = batch.shape[:2]
     anchor_col, target_col = (0, 2) if side == "tail" else (2, 0)
     flat = batch.view(-1, 3)
-    n_ids = cfg.n_negatives - _n_generated(sampler)
+    n_ids = cfg.n_negatives - n_generated(sampler)
     neg_ids = sampler.sample(flat, side, C, n_ids, generator)
     # the EMU negatives are drawn up front so that one lookup gathers every row
     emu_ids = sampler.sample(flat, side, C, n_ids, generator) if cfg.emu and cfg.emu_resample else None
@@ -294,44 +296,26 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
     q = model.query(anchor, rel, side)
     pos_scores = model.match(q, pos)            # (C, c)
 
-    fake = _generate(sampler, flat, side, model, anchor, q, generator, train=True)
+    fake = generate(sampler, flat, side, model, anchor, q, generator, train=True)
     neg = None if full_table else cands.pop(0)
     neg_scores = _score_negatives(model, pairwise, q, neg_ids, neg, fake)   # (C, c, N)
     sampler.update(flat, side, model, q, neg_ids, neg_scores[..., :n_ids].detach(), generator)
-    logits = torch.cat([pos_scores.unsqueeze(-1), neg_scores], -1).view(-1, cfg.n_negatives + 1)
+    logits = _logits(pos_scores, neg_scores, cfg.n_negatives)
 
     emu_logits = None
     if cfg.emu:
         if emu_ids is not None:
-            fake = _generate(sampler, flat, side, model, anchor, q, generator, train=False)
+            fake = generate(sampler, flat, side, model, anchor, q, generator, train=False)
             neg_scores = None
-        neg = _with_fake(cands.pop(0) if cands else neg, fake)
-        if cfg.emu == "mixup":
-            if neg_scores is None and model.bilinear:
-                neg_scores = pairwise(q, neg)
-            lam = mixup_weights(neg.shape[:2], generator, neg.device)
-            emu_scores = mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam)
-        elif cfg.emu == "ls_only":
-            emu_scores = neg_scores if neg_scores is not None else pairwise(q, neg)
-        else:
-            mask = emu_mask(neg.shape[1:], cfg.mutation_ratio, generator, neg.device)
-            emu_scores = mutated_scores(model, q, pos, neg, mask, masked_distance)
-        emu_logits = torch.cat([pos_scores.unsqueeze(-1), emu_scores], -1).view(-1, cfg.n_negatives + 1)
-
+        neg = with_generated(cands.pop(0) if cands else neg, fake)
+        emu = emu_scores(cfg.emu, model, q, pos, neg, neg_scores, pos_scores, cfg.mutation_ratio, generator,
+                         pairwise, masked_distance)
+        emu_logits = _logits(pos_scores, emu, cfg.n_negatives)
     factors = None
     if cfg.regularizer == "n3":
-        h = anchor if side == "tail" else pos
-        t = pos if side == "tail" else anchor
+        h, t = (anchor, pos) if side == "tail" else (pos, anchor)
         factors = model.n3_factors(h, rel, t)
     return logits, emu_logits, factors
-
-
-def emu_loss(cfg, vanilla, emu_logits):
-    """The combined EMU loss (Eq. 12); its EMU term is BCE when the vanilla loss is."""
-    beta = cfg.beta if cfg.uls else 0.0
-    return losses.emu_combined_loss(vanilla, emu_logits, alpha=cfg.alpha, beta=beta, n_negatives=cfg.n_negatives,
-                                    normalize=cfg.emu_normalize,
-                                    bce_temperature=cfg.adversarial_temperature if cfg.loss == "bce" else None)
 
 
 def step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_distance=None):
@@ -344,10 +328,7 @@ def step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_dist
                           masked_distance)
              for idx, side in sampler.sides(batch, step, generator)]
     logits = torch.cat([p[0] for p in parts])
-    loss = _vanilla_loss(cfg, logits)
-    if cfg.emu:
-        emu_logits = torch.cat([p[1] for p in parts])
-        loss = emu_loss(cfg, loss, emu_logits)
+    loss = training_loss(cfg, logits, torch.cat([p[1] for p in parts]) if cfg.emu else None)
     if cfg.regularizer == "n3":
         factors = [torch.cat([p[2][i].reshape(-1, p[2][i].shape[-1]) for p in parts]) for i in range(3)]
         loss = loss + cfg.reg_weight * losses.n3(factors, logits.shape[0])
@@ -498,32 +479,57 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
         When the loss or the weights stop being finite; the model is left with
         the last finite weights there are (see the message).
     """
+    loop = prepare(model, triples, sampler, cfg, generator, checkpoint, sync)
+    try:
+        while not loop.run.done:
+            record = run_epoch(loop)
+            validate_epoch(loop, record, validate)
+            end_epoch(loop, record, progress)
+    except KeyboardInterrupt:
+        raise _interrupted(loop.run, model, cfg, checkpoint, loop.total_steps) from None
+    return finish(loop)
+
+
+@dataclass
+class _Loop:
+    """What the stages of :func:`train` share: the run, its parts and its step function."""
+
+    model: object
+    triples: object
+    sampler: object
+    cfg: TrainConfig
+    generator: object
+    checkpoint: object
+    sync: object
+    known: object                # path-based models: the strict negatives' filter
+    pairwise: object             # embedding models: pairwise_fn and masked_distance_fn
+    masked_distance: object
+    optimizer: object
+    run: _Run
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    switch_at: int | None        # 'adagrad_then_adam' switches to Adam at this step
+
+
+def _step_parts(model, triples, sampler, cfg):
+    """``(known, pairwise, masked_distance)``: what the step function of the model needs."""
+    if is_path_based(model):
+        # NBFNet: strict negatives, edge removal, one propagation per batch
+        return KnownTriples(triples, model.n_entities, model.n_relations), None, None
+    model.sparse = cfg.sparse
+    return None, pairwise_fn(model, cfg.compile), masked_distance_fn(model, cfg.compile) if cfg.emu else None
+
+
+def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None):
+    """The first stage of :func:`train`: the step function, the optimiser and the run, resumed from
+    ``checkpoint`` when it holds one."""
     n = triples.shape[0]
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
-    if is_path_based(model):
-        # NBFNet: strict negatives, edge removal, one propagation per batch
-        from .path_training import path_step_loss
-
-        known = KnownTriples(triples, model.n_entities, model.n_relations)
-
-        def one_step(batch, step):
-            return path_step_loss(model, sampler, cfg, batch, step, generator, known)
-    else:
-        model.sparse = cfg.sparse
-        pairwise = pairwise_fn(model, cfg.compile)
-        masked_distance = masked_distance_fn(model, cfg.compile) if cfg.emu else None
-
-        def one_step(batch, step):
-            return step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_distance)
-    switch_at = total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None
-    n_gen = _n_generated(sampler)
-    if n_gen >= cfg.n_negatives:
-        raise ValueError(f"The sampler generates {n_gen} negatives per positive, which leaves no room "
-                         f"for sampled ones within n_negatives={cfg.n_negatives}; raise 'n_negatives' "
-                         "or lower the sampler's number of generated negatives.")
-
+    known, pairwise, masked_distance = _step_parts(model, triples, sampler, cfg)
+    check_generated(sampler, cfg.n_negatives)
     run = _Run()
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
@@ -531,76 +537,112 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
     optimizer = _optimizer(cfg, model, run.switched)
     if saved is not None:
         optimizer.load_state_dict(saved[1]["optimizer"])
-    del saved
+    return _Loop(model, triples, sampler, cfg, generator, checkpoint, sync, known, pairwise, masked_distance,
+                 optimizer, run, batch_size,
+                 steps_per_epoch, total_steps, total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None)
 
-    def save():
-        if not _finite(model):
-            raise _non_finite(f"The weights became non-finite by step {run.step}", run, model, cfg, checkpoint)
-        checkpoint.save(*_snapshot(run, model, optimizer, generator, sampler))
 
-    try:
-        while not run.done:
-            if run.perm is None:
-                run.epoch, run.pos, run.n_steps, run.seconds = run.epoch + 1, 0, 0, 0.0
-                run.perm = torch.randperm(n, generator=generator, device=triples.device)
-                run.loss_sum = torch.zeros((), device=triples.device)
-            model.train()
-            t0 = time.perf_counter()
-            while run.pos < steps_per_epoch and run.step < total_steps:
-                if run.step == switch_at and not run.switched:
-                    run.switched = True
-                    optimizer = _optimizer(cfg, model, True)
-                i = run.pos
-                idx = run.perm[torch.arange(i * batch_size, (i + 1) * batch_size, device=triples.device) % n]
-                with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
-                    loss = one_step(triples[idx], run.step)
-                # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
-                # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
-                loss = loss.float()
-                if sync is None and not torch.isfinite(loss):
-                    raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, step "
-                                      f"{run.step + 1}", run, model, cfg, checkpoint)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if sync is not None:
-                    # every rank must see the same loss to stop at the same step, hence the
-                    # check after the exchange (still before the step: the weights stay finite)
-                    loss = sync(model, loss)
-                    if not torch.isfinite(loss):
-                        raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, "
-                                          f"step {run.step + 1}", run, model, cfg, checkpoint)
-                optimizer.step()
-                run.loss_sum += loss.detach()
-                run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
-                if checkpoint is not None and checkpoint.due(run.step):
-                    now = time.perf_counter()
-                    run.seconds, t0 = run.seconds + now - t0, now
-                    save()
-            run.seconds += time.perf_counter() - t0
-            if not _finite(model):
-                raise _non_finite(f"The weights became non-finite in epoch {run.epoch}", run, model, cfg,
-                                  checkpoint)
-            record = {"epoch": run.epoch, "step": run.step, "loss": float(run.loss_sum) / max(1, run.n_steps),
-                      "seconds": run.seconds}
-            last = run.step >= total_steps
-            if validate is not None and (run.epoch % cfg.eval_every == 0 or last):
-                score = validate()
-                record["valid_mrr"] = score
-                if score > run.best:
-                    run.best, run.best_epoch, run.bad_evals = score, run.epoch, 0
-                    if cfg.early_stopping:
-                        run.best_state = copy.deepcopy(model.state_dict())
-                else:
-                    run.bad_evals += 1
-            run.history.append(record)
-            run.perm = None
-            run.done = last or (cfg.early_stopping and run.bad_evals >= cfg.patience)
-            if progress is not None and progress(record) is True:
-                run.done = True  # a callback's stop, before the checkpoint so that it records it
-            if checkpoint is not None and (checkpoint.every is None or run.done):
-                save()
-    except KeyboardInterrupt:
-        raise _interrupted(run, model, cfg, checkpoint, total_steps) from None
-    if cfg.early_stopping and run.best_state is not None:
-        model.load_state_dict(run.best_state)
-    return run.history
+def check_generated(sampler, n_negatives):
+    """Refuse a sampler that generates ``n_negatives`` or more negatives: no room is left for sampled ones."""
+    n_gen = n_generated(sampler)
+    if n_gen >= n_negatives:
+        raise ValueError(f"The sampler generates {n_gen} negatives per positive, which leaves no room "
+                         f"for sampled ones within n_negatives={n_negatives}; raise 'n_negatives' "
+                         "or lower the sampler's number of generated negatives.")
+
+
+def _save(loop):
+    """Write a checkpoint of the run; refuse non-finite weights (checkpoints are finite only)."""
+    run, model = loop.run, loop.model
+    if not _finite(model):
+        raise _non_finite(f"The weights became non-finite by step {run.step}", run, model, loop.cfg, loop.checkpoint)
+    loop.checkpoint.save(*_snapshot(run, model, loop.optimizer, loop.generator, loop.sampler))
+
+
+def _check_loss(loop, loss):
+    if not torch.isfinite(loss):
+        run = loop.run
+        raise _non_finite(f"The training loss became {loss.item()} at epoch {run.epoch}, step {run.step + 1}",
+                          run, loop.model, loop.cfg, loop.checkpoint)
+
+
+def run_epoch(loop):
+    """Train until the end of the current epoch (or of the step budget); return the epoch's record."""
+    run, cfg, triples, n, bs = loop.run, loop.cfg, loop.triples, loop.triples.shape[0], loop.batch_size
+    if run.perm is None:
+        run.epoch, run.pos, run.n_steps, run.seconds = run.epoch + 1, 0, 0, 0.0
+        run.perm = torch.randperm(n, generator=loop.generator, device=triples.device)
+        run.loss_sum = torch.zeros((), device=triples.device)
+    loop.model.train()
+    t0 = time.perf_counter()
+    while run.pos < loop.steps_per_epoch and run.step < loop.total_steps:
+        if run.step == loop.switch_at and not run.switched:
+            run.switched = True
+            loop.optimizer = _optimizer(cfg, loop.model, True)
+        idx = run.perm[torch.arange(run.pos * bs, (run.pos + 1) * bs, device=triples.device) % n]
+        with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
+            if loop.known is not None:  # path-based
+                loss = path_training.path_step_loss(loop.model, loop.sampler, cfg, triples[idx], run.step,
+                                                    loop.generator, loop.known)
+            else:
+                loss = step_loss(loop.model, loop.pairwise, loop.sampler, cfg, triples[idx], run.step,
+                                 loop.generator, loop.masked_distance)
+        # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
+        # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
+        loss = loss.float()
+        if loop.sync is None:
+            _check_loss(loop, loss)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if loop.sync is not None:
+            # every rank must see the same loss to stop at the same step, hence the
+            # check after the exchange (still before the step: the weights stay finite)
+            loss = loop.sync(loop.model, loss)
+            _check_loss(loop, loss)
+        loop.optimizer.step()
+        run.loss_sum += loss.detach()
+        run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
+        if loop.checkpoint is not None and loop.checkpoint.due(run.step):
+            now = time.perf_counter()
+            run.seconds, t0 = run.seconds + now - t0, now
+            _save(loop)
+    run.seconds += time.perf_counter() - t0
+    if not _finite(loop.model):
+        raise _non_finite(f"The weights became non-finite in epoch {run.epoch}", run, loop.model, cfg,
+                          loop.checkpoint)
+    return {"epoch": run.epoch, "step": run.step, "loss": float(run.loss_sum) / max(1, run.n_steps),
+            "seconds": run.seconds}
+
+
+def validate_epoch(loop, record, validate):
+    """Record the validation MRR when due and track the best weights (early stopping)."""
+    run, cfg = loop.run, loop.cfg
+    if validate is None or not (run.epoch % cfg.eval_every == 0 or run.step >= loop.total_steps):
+        return
+    score = validate()
+    record["valid_mrr"] = score
+    if score > run.best:
+        run.best, run.best_epoch, run.bad_evals = score, run.epoch, 0
+        if cfg.early_stopping:
+            run.best_state = copy.deepcopy(loop.model.state_dict())
+    else:
+        run.bad_evals += 1
+
+
+def end_epoch(loop, record, progress):
+    """Append the record, decide whether the run is done, report progress and checkpoint."""
+    run, cfg = loop.run, loop.cfg
+    run.history.append(record)
+    run.perm = None
+    run.done = run.step >= loop.total_steps or (cfg.early_stopping and run.bad_evals >= cfg.patience)
+    if progress is not None and progress(record) is True:
+        run.done = True  # a callback's stop, before the checkpoint so that it records it
+    if loop.checkpoint is not None and (loop.checkpoint.every is None or run.done):
+        _save(loop)
+
+
+def finish(loop):
+    """The last stage: restore the best validation weights under early stopping; return the history."""
+    if loop.cfg.early_stopping and loop.run.best_state is not None:
+        loop.model.load_state_dict(loop.run.best_state)
+    return loop.run.history

@@ -18,6 +18,18 @@ def one_torch_thread():
     torch.set_num_threads(previous)
 
 #: small, fast settings shared by estimator tests (a few seconds per fit at most)
+def train_config(**params):
+    """The training configuration ``fit`` builds from ``KGEmbedder(**params)`` (for step-level tests).
+
+    Goes through the estimator's own path, so these tests follow its defaults
+    and need no change when the configuration's fields do.
+    """
+    from kgestimator.training import make_config
+
+    est = KGEmbedder(**params)
+    return make_config(est.get_params(deep=False), est._check_params(), 0, torch.device("cpu"))
+
+
 FAST = dict(dim=16, n_negatives=32, batch_size=256, neg_chunk_size=32, n_epochs=5, learning_rate=0.02)
 
 # Fuzz tests (tests/test_fuzz*.py) run a few hundred generated cases per API by

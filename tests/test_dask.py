@@ -110,7 +110,7 @@ def test_cuda_cache_is_released_at_the_end_of_fit(kg, monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append(1))
     KGEmbedder(**SMALL).fit(kg.train)
     assert calls == [1]
-    with pytest.raises(ValueError):  # also when fit fails
+    with pytest.raises(ValueError, match=r"shape \(n_triples, 3\)"):  # also when fit fails
         KGEmbedder(**SMALL).fit(kg.train[:, :2])
     assert calls == [1, 1]
 

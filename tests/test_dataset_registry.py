@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kgestimator import cli, load_dataset
-from kgestimator import data as data_module
+from kgestimator import datasets as datasets_module
 from kgestimator import dataset_registry as registry
 from kgestimator.data import build_vocabulary, load_triples
 
@@ -33,7 +33,7 @@ def no_local_datasets(tmp_path, monkeypatch):
     monkeypatch.setenv("KGESTIMATOR_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setattr(data_module, "__file__", str(tmp_path / "a" / "b" / "kgestimator" / "data.py"))
+    monkeypatch.setattr(datasets_module, "__file__", str(tmp_path / "a" / "b" / "kgestimator" / "datasets.py"))
     return tmp_path
 
 

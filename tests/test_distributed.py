@@ -110,8 +110,11 @@ def test_shards_are_equal_sized_and_cover_every_triple():
 
 
 def test_ranks_draw_different_negatives():
-    seeds = {kgdist.rank_seed(7, r) for r in range(4)}
-    assert len(seeds) == 4 and kgdist.rank_seed(7, 2) == kgdist.rank_seed(7, 2)
+    seeds = [kgdist.rank_seed(7, r) for r in range(4)]
+    assert len(set(seeds)) == 4
+    assert seeds != [kgdist.rank_seed(8, r) for r in range(4)]       # the shared seed matters too
+    draws = [torch.randint(10**6, (16,), generator=torch.Generator().manual_seed(s)) for s in seeds]
+    assert all(not torch.equal(draws[0], d) for d in draws[1:])
 
 
 @pytest.mark.parametrize("value", ["yes", 1, None])

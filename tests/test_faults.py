@@ -277,7 +277,7 @@ def test_non_finite_loss_keeps_last_finite_weights(kg, tmp_path, poison_at):
     est = KGEmbedder(**params)
     with pytest.raises(FloatingPointError, match="loss became nan at epoch 2, step 8.*No finite weights"):
         est.fit(kg.train)
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
         est.predict(kg.test[:1, :2])
     # with a checkpoint, the estimator falls back to its weights
     est = KGEmbedder(**params, checkpoint_dir=tmp_path, checkpoint_every=3)

@@ -15,7 +15,7 @@ from hypothesis import event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-import kgestimator.data
+import kgestimator.datasets
 import kgestimator.estimator
 from conftest import fuzz_examples
 from kgestimator import cli
@@ -36,9 +36,9 @@ class _Quick(kgestimator.estimator.KGEmbedder):
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_demo():
-    make_kg = kgestimator.data.make_kg
+    make_kg = kgestimator.datasets.make_kg
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(kgestimator.data, "make_kg",
+        mp.setattr(kgestimator.datasets, "make_kg",
                    lambda random_state: make_kg(n_entities=30, n_relations=8, n_triples=150,
                                                 random_state=random_state))
         mp.setattr(kgestimator.estimator, "KGEmbedder", _Quick)

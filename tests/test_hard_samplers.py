@@ -11,9 +11,9 @@ from kgestimator.filtering import TripleSet
 from kgestimator.models import MODELS
 from kgestimator.samplers import (SAMPLERS, AdversarialSampler, NSCachingSampler, SANSampler,
                                   make_sampler)
-from kgestimator.training import TrainConfig, group_logits
+from kgestimator.training import group_logits
 
-from conftest import FAST
+from conftest import FAST, train_config
 
 HARD = ["san", "nscaching", "adversarial"]
 
@@ -286,7 +286,7 @@ def test_emu_mutates_the_samplers_negatives(sampler, model_name):
     triples[:, 1] %= 8
     model = MODELS[model_name](60, 8, 8, gamma=6.0, generator=_gen())
     s = make_sampler(sampler).fit(triples, 60, 8, generator=_gen())
-    cfg = TrainConfig(n_negatives=16, emu=True, emu_resample=False, mutation_ratio=1.0)
+    cfg = train_config(n_negatives=16, emu=True, emu_resample=False, mutation_ratio=1.0)
     logits, emu_logits, _ = group_logits(model, model.pairwise, s, cfg, triples, "tail", _gen())
     assert logits.shape == emu_logits.shape == (40, 17)
     # mutation_ratio=1 copies every coordinate from the positive: each mutated
@@ -321,3 +321,14 @@ def test_san_graph_without_edges_samples_uniformly(walks):
     assert s.pool_indices_.numel() == 0
     ids = s.sample(loops, "tail", 2, 50, _gen())
     assert not bool((ids[0] == 0).any()) and ids.max() < 10
+
+
+def test_too_many_generated_negatives_are_refused_before_anything_is_built(kg, monkeypatch):
+    import kgestimator.estimator as estimator
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("a model was built before the parameters were checked")
+
+    monkeypatch.setattr(estimator, "make_model", no_build)
+    with pytest.raises(ValueError, match=r"generates 4 negatives per positive.*n_negatives=4"):
+        KGEmbedder(**{**FAST, "n_negatives": 4}, sampler=AdversarialSampler(n_fake=2)).fit(kg.train)

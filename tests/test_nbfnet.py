@@ -15,7 +15,8 @@ from kgestimator.losses import binary_cross_entropy
 from kgestimator.models import MODELS, NBFNet, make_model
 from kgestimator.path_training import path_step_loss
 from kgestimator.samplers import UniformSampler
-from kgestimator.training import TrainConfig
+
+from conftest import train_config
 
 #: small NBFNet settings for estimator tests
 NBF = dict(model="nbfnet", dim=8, model_params={"n_layers": 2}, loss="bce", n_negatives=8, batch_size=64,
@@ -233,13 +234,14 @@ def _step_loss(cfg, seed=0):
 
 
 def test_emu_with_mutation_ratio_zero_reproduces_vanilla_loss():
-    base = dict(n_negatives=6, loss="bce", adversarial_temperature=1.0)
-    vanilla, _ = _step_loss(TrainConfig(**base))
-    emu, _ = _step_loss(TrainConfig(**base, emu=True, mutation_ratio=0.0, emu_resample=False, uls=False, alpha=0.7))
+    base = dict(model="nbfnet", n_negatives=6, loss="bce", adversarial_temperature=1.0)
+    vanilla, _ = _step_loss(train_config(**base))
+    emu, _ = _step_loss(train_config(**base, emu=True, mutation_ratio=0.0, emu_resample=False, uls=False,
+                                     alpha=0.7))
     # unmutated negatives with one-hot targets: the EMU term is the vanilla loss itself
     torch.testing.assert_close(emu, 1.7 * vanilla)
-    with_uls, _ = _step_loss(TrainConfig(**base, emu=True, mutation_ratio=0.0, emu_resample=False, beta=0.25,
-                                         alpha=0.7))
+    with_uls, _ = _step_loss(train_config(**base, emu=True, mutation_ratio=0.0, emu_resample=False, beta=0.25,
+                                          alpha=0.7))
     assert not torch.allclose(with_uls, emu)                 # the ULS targets do change it
 
 
@@ -247,14 +249,15 @@ def test_emu_with_mutation_ratio_one_copies_the_positive(monkeypatch):
     import kgestimator.path_training as pt
 
     seen = {}
-    real = pt.emu_loss
+    real = pt.training_loss
 
-    def spy(cfg, vanilla, emu_logits):
+    def spy(cfg, logits, emu_logits=None):
         seen["logits"] = emu_logits
-        return real(cfg, vanilla, emu_logits)
+        return real(cfg, logits, emu_logits)
 
-    monkeypatch.setattr(pt, "emu_loss", spy)
-    cfg = TrainConfig(n_negatives=5, loss="bce", emu=True, mutation_ratio=1.0, beta=0.25, alpha=1.0)
+    monkeypatch.setattr(pt, "training_loss", spy)
+    cfg = train_config(model="nbfnet", n_negatives=5, loss="bce", emu=True, mutation_ratio=1.0, beta=0.25,
+                       alpha=1.0)
     loss, _ = _step_loss(cfg)
     logits = seen["logits"]
     torch.testing.assert_close(logits, logits[:, :1].expand_as(logits))

@@ -76,7 +76,7 @@ def test_truncated_files_are_refused(saved, tmp_path):
 
 
 def test_missing_file_is_a_file_not_found_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="nothing.kge"):
         KGEmbedder.load(tmp_path / "nothing.kge")
 
 

@@ -10,10 +10,10 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_validate
 from sklearn.pipeline import Pipeline
 
-from conftest import FAST
+from conftest import FAST, train_config
 from kgestimator import KGEmbedder, TripleKFold, make_hits_scorer, mrr_scorer
-from kgestimator.samplers import BernoulliSampler
-from kgestimator.training import TrainConfig, step_loss
+from kgestimator.samplers import BernoulliSampler, NSCachingSampler
+from kgestimator.training import step_loss
 
 
 def test_clone_and_params_roundtrip():
@@ -49,13 +49,12 @@ def test_pipeline_routes_nested_parameters(kg):
 
 
 def test_grid_search_reaches_sampler_parameters(kg):
-    class Sampler(BernoulliSampler):
-        def __init__(self, strength=1.0):
-            self.strength = strength
-
-    grid = GridSearchCV(KGEmbedder(**{**FAST, "n_epochs": 1}, sampler=Sampler(), random_state=0),
-                        {"sampler__strength": [0.5, 2.0]}, cv=TripleKFold(2, random_state=0)).fit(kg.train)
-    assert grid.best_estimator_.sampler_.strength in (0.5, 2.0)
+    # NSCaching's cache size changes which negatives training sees, hence the scores
+    grid = GridSearchCV(KGEmbedder(**{**FAST, "n_epochs": 1}, sampler=NSCachingSampler(), random_state=0),
+                        {"sampler__cache_size": [2, 20]}, cv=TripleKFold(2, random_state=0)).fit(kg.train)
+    assert grid.best_estimator_.sampler_.cache_size == grid.best_params_["sampler__cache_size"]
+    scores = grid.cv_results_["split0_test_score"]
+    assert list(grid.cv_results_["param_sampler__cache_size"]) == [2, 20] and scores[0] != scores[1]
 
 
 def test_cross_validate_with_scorers(kg):
@@ -106,7 +105,7 @@ def test_load_detects_truncation_and_tampering(fitted, tmp_path):
     fitted.save(path)
     data = path.read_bytes()
     (tmp_path / "short.kge").write_bytes(data[: len(data) // 2])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="short.kge is not a kgestimator model file"):
         KGEmbedder.load(tmp_path / "short.kge")
     payload = torch.load(path, weights_only=True)
     payload["state"]["model.entity"][0, 0] += 1.0
@@ -129,7 +128,7 @@ def test_failed_save_leaves_existing_file_intact(fitted, tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         fitted.save(path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.kge"]
@@ -147,11 +146,11 @@ def _step_losses(cfg):
 
 
 def test_emu_with_zero_mutation_reproduces_vanilla_loss():
-    vanilla = _step_losses(TrainConfig(n_negatives=16, neg_chunk=8))
+    vanilla = _step_losses(train_config(n_negatives=16, neg_chunk_size=8))
     # EMU term on the same, unmutated negatives with one-hot labels and alpha 0
-    emu = _step_losses(TrainConfig(n_negatives=16, neg_chunk=8, emu=True, mutation_ratio=0.0,
-                                   emu_resample=False, uls=False, alpha=0.0, emu_normalize=False))
+    emu = _step_losses(train_config(n_negatives=16, neg_chunk_size=8, emu=True, mutation_ratio=0.0,
+                                    emu_resample=False, uls=False, alpha=0.0, emu_normalize=False))
     torch.testing.assert_close(emu, vanilla)
-    mutated = _step_losses(TrainConfig(n_negatives=16, neg_chunk=8, emu=True, mutation_ratio=0.5,
-                                       emu_resample=False, uls=False, alpha=0.0, emu_normalize=False))
+    mutated = _step_losses(train_config(n_negatives=16, neg_chunk_size=8, emu=True, mutation_ratio=0.5,
+                                         emu_resample=False, uls=False, alpha=0.0, emu_normalize=False))
     assert not torch.isclose(mutated, vanilla)

@@ -45,16 +45,21 @@ def resolve_defaults(name, **params):
     return {key: defaults[key] if value is None else value for key, value in params.items()}
 
 
+def check_model_params(name, params):
+    """Raise a ValueError naming the ``model_params`` keys that the model ``name`` does not take."""
+    accepted = model_param_names(name)
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={name!r} does not take; "
+                         f"it takes {accepted if accepted else 'none'}.")
+
+
 def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, generator=None):
     """Build the model ``name``; ``model_params`` are its own keyword arguments (checked by name)."""
     params = dict(model_params or {})
-    unknown = sorted(set(params) - set(model_param_names(name)))
-    if unknown:
-        accepted = model_param_names(name)
-        raise ValueError(f"The 'model_params' parameter has key(s) {unknown} that model={name!r} does not take; "
-                         f"it takes {accepted if accepted else 'none'}.")
+    check_model_params(name, params)
     return MODELS[name](n_entities, n_relations, dim, gamma, generator=generator, **params)
 
 
 __all__ = ["MODELS", "EMBEDDING_MODELS", "EmbeddingModel", "TransE", "DistMult", "ComplEx", "RotatE", "HAKE",
-           "NBFNet", "make_model", "resolve_defaults", "model_param_names", "is_path_based"]
+           "NBFNet", "make_model", "resolve_defaults", "model_param_names", "check_model_params", "is_path_based"]

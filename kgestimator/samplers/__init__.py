@@ -25,6 +25,7 @@ parameters as ``sampler__<name>``. Stateful samplers offer ``state_dict()`` /
 ``load_state_dict(state)`` for checkpoints.
 """
 
+import torch
 from sklearn.base import clone
 
 from ._uniform import BernoulliSampler, UniformSampler
@@ -40,8 +41,18 @@ SAMPLERS = {
     "adversarial": AdversarialSampler,
 }
 
-__all__ = ["SAMPLERS", "make_sampler", "UniformSampler", "BernoulliSampler", "SANSampler",
+__all__ = ["SAMPLERS", "make_sampler", "resolve_emu_resample", "n_generated", "draw_negatives", "with_generated",
+           "UniformSampler", "BernoulliSampler", "SANSampler",
            "NSCachingSampler", "AdversarialSampler"]
+
+
+def resolve_emu_resample(emu_resample, sampler):
+    """``emu_resample`` with ``'auto'`` resolved: True, except for samplers that set ``emu_reuses_draw``
+    (SAN: the EMU reference mutates the vanilla term's own SAN negatives, ``if_CE 2``)."""
+    if isinstance(emu_resample, str) and emu_resample == "auto":
+        cls = SAMPLERS.get(sampler) if isinstance(sampler, str) else sampler
+        return not getattr(cls, "emu_reuses_draw", False)
+    return bool(emu_resample)
 
 
 def make_sampler(sampler):
@@ -59,3 +70,26 @@ def make_sampler(sampler):
             f"sample and update methods; got {type(sampler).__name__}."
         )
     return clone(sampler)
+
+
+def n_generated(sampler):
+    """Negative embeddings ``sampler`` generates per positive (step 3 above); 0 for id samplers."""
+    return sampler.n_generated if hasattr(sampler, "generate") else 0
+
+
+def generate(sampler, batch, side, model, anchor, query, generator, train):
+    """The generated negative embeddings ``(B, n_generated, de)``, or None for id samplers."""
+    if not n_generated(sampler):
+        return None
+    return sampler.generate(batch, side, model, anchor, query, generator, train=train)
+
+
+def draw_negatives(model, sampler, batch, side, n_chunks, n_negatives, generator, anchor, query, train):
+    """Negative ids ``(C, n_ids)`` and generated embeddings ``(C, n_gen, de)`` or None (steps 2 and 3)."""
+    ids = sampler.sample(batch, side, n_chunks, n_negatives - n_generated(sampler), generator)
+    return ids, generate(sampler, batch, side, model, anchor, query, generator, train)
+
+
+def with_generated(neg, fake):
+    """Looked-up candidate embeddings ``(C, N_ids, de)`` followed by the generated ones, if any."""
+    return neg if fake is None else torch.cat([neg, fake.to(neg.dtype)], 1)
