@@ -69,21 +69,20 @@ def _stepper(model_name, sampler_name, emu, ids, n_ent, n_rel, args, seed=0, com
     """A function taking one training step (batch, forward, backward, Adam) of the given configuration."""
     import torch
 
-    from kgestimator.estimator import EMU_DEFAULTS
+    from kgestimator import KGEmbedder
     from kgestimator.models import make_model
     from kgestimator.samplers import SAMPLERS
-    from kgestimator.training import TrainConfig, make_optimizer, masked_distance_fn, pairwise_fn, step_loss
+    from kgestimator.training import make_config, make_optimizer, masked_distance_fn, pairwise_fn, step_loss
 
     gen = torch.Generator().manual_seed(seed)
-    sampler_cls = SAMPLERS[sampler_name]
     sampler_params = {"n_random_walks": args.san_walks} if sampler_name == "san" else {}
-    sampler = sampler_cls(**sampler_params).fit(ids, n_ent, n_rel, generator=gen)
+    sampler = SAMPLERS[sampler_name](**sampler_params).fit(ids, n_ent, n_rel, generator=gen)
     gamma = 24.0 if model_name in ("distmult", "complex") else 6.0
     model = make_model(model_name, n_ent, n_rel, args.dim, gamma, generator=torch.Generator().manual_seed(seed))
-    a, keep, b = EMU_DEFAULTS.get(model_name, EMU_DEFAULTS["rotate"])
-    cfg = TrainConfig(n_negatives=args.n_negatives, batch_size=args.batch_size, emu=emu, alpha=a,
-                      mutation_ratio=1.0 - keep, beta=b, emu_resample=not getattr(sampler, "emu_reuses_draw", False),
-                      compile=compile)
+    # the estimator's own resolution of every setting (EMU values, emu_resample='auto', compile)
+    est = KGEmbedder(model=model_name, sampler=sampler_name, emu=emu, dim=args.dim, gamma=gamma,
+                     n_negatives=args.n_negatives, batch_size=args.batch_size, compile=compile)
+    cfg = make_config(est.get_params(deep=False), est._check_params(), ids.shape[0], "cpu")
     optimizer = make_optimizer("adam", model, 0.01)
     pairwise = pairwise_fn(model, compile)
     masked = masked_distance_fn(model, compile) if emu else None
@@ -141,7 +140,7 @@ def row_nbfnet(args, clock):
 
     from kgestimator import memory
     from kgestimator.models import NBFNet
-    from kgestimator.training import TrainConfig
+    from types import SimpleNamespace
 
     out = {}
     for dataset, batch in (("kinship", 32), ("WN18RR", 4)):
@@ -155,7 +154,7 @@ def row_nbfnet(args, clock):
         out[dataset] = {"batch": batch, **t, "speedup": t["materialised"]["median"] / t["blocked"]["median"]}
     # FB15k-237 at the reference batch: the activations the memory check estimates (no run)
     ids, n_ent, n_rel = _encoded("FB15k-237")
-    cfg = TrainConfig(batch_size=64, n_negatives=32)
+    cfg = SimpleNamespace(batch_size=64, n_negatives=32, emu=False, emu_resample=True)
     need = memory.activation_estimate(NBFNet, n_ent, n_rel, ids.shape[0], cfg, 32,
                                       {"n_layers": 6, "dependent": True})[0]
     out["FB15k-237_batch64_activation_estimate_GB"] = need / 2 ** 30

@@ -60,6 +60,10 @@ def _check_bool(name, value):
         raise ValueError(f"The {name!r} parameter must be a bool; got {value!r}.")
 
 
+#: EMU weights for a config read only for its sizes (the memory check runs before they matter)
+_NO_EMU = {"alpha": 0.0, "mutation_ratio": 0.0, "beta": 0.0}
+
+
 def _check_enough_candidates(known_mask, k, offset):
     """Refuse top-k queries with fewer than ``k`` answers that are not known facts."""
     left = known_mask.shape[1] - known_mask.sum(1)
@@ -418,7 +422,7 @@ class KGEmbedder(BaseEstimator):
         self._check_model_params()
         sampler = make_sampler(self.sampler)
         if isinstance(n_generated(sampler), numbers.Integral):  # else the sampler's own check names it
-            check_generated(sampler, self.n_negatives)
+            check_generated(sampler, self._sizes()["n_negatives"])
 
     def _check_model_params(self):
         """``model_params`` as a dict with keys the model takes; NBFNet's unsupported combinations."""
@@ -589,7 +593,7 @@ class KGEmbedder(BaseEstimator):
                             self.optimizer, self.sparse, self.early_stopping, device,
                             activations=activation_estimate(MODELS[self.model], len(entities), len(relations),
                                                             labels.shape[0],
-                                                            self._train_config({}, labels.shape[0], device), dim,
+                                                            self._train_config(_NO_EMU, labels.shape[0], device), dim,
                                                             self._check_model_params()))
         parts = _FitParts(entities, relations, device, _encode_strict(labels, entities, relations, device))
         if valid_labels is not None:

@@ -80,10 +80,10 @@ def test_ranking_and_topk_chunk_to_a_small_budget(kg, monkeypatch, model):
 def test_nbfnet_activations_are_estimated_and_refused_up_front(kg, monkeypatch):
     # NBFNet has no tables: what cannot fit is the step's O(layers x nodes x batch x dim) activations
     from kgestimator.models import NBFNet
-    from kgestimator.training import TrainConfig
+    from types import SimpleNamespace
 
     params = dict(model="nbfnet", model_params={"n_layers": 2}, n_epochs=1, loss="bce")
-    cfg = TrainConfig(batch_size=32, n_negatives=32)
+    cfg = SimpleNamespace(batch_size=32, n_negatives=32, emu=False, emu_resample=True)
     need = memory.activation_estimate(NBFNet, 60, 8, len(kg.train), cfg, 32, {"n_layers": 2})[0]
     assert need >= 4 * 2 * memory.NBF_FLOATS_PER_NODE * 60 * 32 * 32
     monkeypatch.setattr(memory, "available_bytes", lambda device: need // 2)
