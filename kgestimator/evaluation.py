@@ -269,5 +269,6 @@ def digest(array):
         return None
     h = hashlib.blake2b(digest_size=16)
     h.update(f"{array.dtype.str}{array.shape}".encode())
-    h.update(memoryview(array).cast("B"))
+    if array.size:  # an empty view cannot be cast to bytes
+        h.update(memoryview(array).cast("B"))
     return h.hexdigest()
