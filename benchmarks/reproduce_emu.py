@@ -18,7 +18,7 @@ share a cell (Table 13's "EMU" and "w/o EMU" are Table 8's ``uni_emu`` and
     python benchmarks/reproduce_emu.py plan          # the cells of every table, and which exist
 
 Settings are the released EMU code's (``experiments_EMU.sh`` and
-``experiments_base.sh``, ALGORITHMS.md section 5.8): d=100 (complex dimensions
+``experiments_base.sh``, docs/algorithms.md §5.8): d=100 (complex dimensions
 for ComplEx and RotatE), 256 negatives, batch 1000, softmax cross-entropy,
 Adagrad then a fresh Adam at lr/10 halfway, lr 0.1 (DistMult, ComplEx) or 0.05
 (TransE, RotatE, HAKE), gamma 24; baselines with L3 1e-5 (DistMult, ComplEx)
@@ -69,19 +69,19 @@ L3 = {"distmult": 1e-5, "complex": 1e-5, "transe": 1e-3, "rotate": 1e-3, "hake":
 #: distance models train and rank through torch.compile (about 1.3-2x faster on 2 cores)
 COMPILED = ("transe", "rotate", "hake")
 
-#: method -> estimator parameters on top of the model's (ALGORITHMS.md sections 5.4-5.6)
+#: method -> estimator parameters on top of the model's (docs/algorithms.md §5.4-§5.6)
 METHODS = {
     "uni": {"sampler": "uniform", "emu": False},
     "uni_emu": {"sampler": "uniform", "emu": True},
     "san": {"sampler": "san", "emu": False},
     "san_emu": {"sampler": "san", "emu": True},
-    # Table 13: "w/o ULS" is read as beta = 0 (one-hot targets on the mutated negatives), section 10.4
+    # Table 13: "w/o ULS" is read as beta = 0 (one-hot targets on the mutated negatives), docs/algorithms.md §5.6
     "no_uls": {"sampler": "uniform", "emu": True, "uls": False},
     # Table 13: "w/o Emb.Mut." is ULS on unmutated negatives (the code's -if_OnlyLS)
     "no_mut": {"sampler": "uniform", "emu": "ls_only"},
     # Table 2: the released Mixup runs pass -CE_coef 0.11 -neg_label 0.53 (section 5.5)
     "mixup": {"sampler": "uniform", "emu": "mixup", "alpha": 0.11, "beta": 0.53},
-    # the other candidate EMU settings of section 10.2: the released scripts' (alpha 0.11, flag 0.39,
+    # the other candidate EMU settings of docs/algorithms.md §5.9: the released scripts' (alpha 0.11, flag 0.39,
     # beta 0.53) for every model, and Table 12's DistMult "baseline" (0.11, flag 0.914, 0.53)
     "uni_emu_script": {"sampler": "uniform", "emu": True, "alpha": 0.11, "mutation_ratio": 0.61, "beta": 0.53},
     "uni_emu_t12": {"sampler": "uniform", "emu": True, "alpha": 0.11, "mutation_ratio": 0.086, "beta": 0.53},
@@ -91,11 +91,11 @@ METHODS = {
 }
 #: the best-performing alternative to the 'auto' (Table 5) EMU setting, per model, in the headline plot
 EMU_ALT = {"distmult": "uni_emu_t12", "complex": "uni_emu_script"}
-#: the candidate EMU settings of ALGORITHMS.md section 10.2, compared in the report
+#: the candidate EMU settings of docs/algorithms.md §5.9, compared in the report
 EMU_SETTINGS = ("uni_emu", "uni_emu_t12", "uni_emu_script")
 BASELINES = ("uni", "san")
 
-#: paper values, (MRR, Hits@10): Table 8 (and 2, 13 for the EMU/w/o EMU columns), ALGORITHMS.md section 8
+#: paper values, (MRR, Hits@10): the EMU paper's Table 8 (and 2, 13 for the EMU/w/o EMU columns)
 PAPER_T8 = {
     ("FB15k-237", "complex"): {"uni": (.306, .486), "san": (.275, .437), "san_emu": (.298, .474),
                                "uni_emu": (.344, .532)},
@@ -263,7 +263,7 @@ def table12(args):
     rng = np.random.default_rng(args.seeds[0])
     args.subsample = min(args.subsample, len(data.train))
     sub = data.train[rng.choice(len(data.train), args.subsample, replace=False)]
-    # the printed n_P/d of Table 12 is the code's keep probability, so mutation_ratio = 1 - n_P/d (section 10.1)
+    # the printed n_P/d of Table 12 is the code's keep probability, so mutation_ratio = 1 - n_P/d (docs/algorithms.md §5.2)
     centre = {"alpha": 0.11, "mutation_ratio": round(1 - 0.914, 3), "beta": 0.53}
     moves = {"alpha": [0.5, 0.9], "mutation_ratio": [round(1 - 0.1, 3), round(1 - 0.5, 3)], "beta": [0.1, 0.9]}
     grid = [{k: [v] for k, v in centre.items()}]
@@ -452,7 +452,7 @@ def report(args):
             ours, theirs = _fmt(rec, PAPER_T8[("FB15k-237", "distmult")][meth])
             extra = "– | –" if rec is None else f"{rec['fit_seconds']:.0f} | {1000 * rec['seconds_per_step']:.0f}"
             lines.append(f"| {meth} | {ours} | {theirs} | {extra} |")
-    lines += ["", "#### Which EMU setting (ALGORITHMS.md section 10.2)", "",
+    lines += ["", "#### Which EMU setting (docs/algorithms.md §5.9)", "",
               "| dataset | model | method | ours | paper (Table 8) |", "|---|---|---|---|---|"]
     for d in args.datasets:
         for m in ("distmult", "complex"):

@@ -24,11 +24,16 @@ import os
 import time
 
 import numpy as np
+import torch
 
 from kgestimator import KGEmbedder, make_kg
 
 # set KGESTIMATOR_EXAMPLE_FAST=1 for a smoke run of a few seconds
 FAST = os.environ.get("KGESTIMATOR_EXAMPLE_FAST") == "1"
+
+# a graph this small gains nothing from more CPU threads, and on a busy machine
+# torch's default (one per core) made these fits several times slower
+torch.set_num_threads(1)
 
 kg = make_kg(random_state=0)
 common = dict(n_negatives=32, batch_size=500, learning_rate=0.01, emu=True,
@@ -90,8 +95,9 @@ try:
 except ImportError:
     print("matplotlib is not installed: no plot")
 else:
-    from kgestimator.plotting import plot_learning_curves
+    from kgestimator.plotting import plot_learning_curves, show_or_save
 
-    ax = plot_learning_curves(fitted)
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    plot_learning_curves(fitted, ax=ax)
     ax.set_title("Five models with EMU on make_kg(random_state=0)")
-    plt.show()
+    show_or_save("plot_compare_models")  # without a display: saved as PNG, and the path printed

@@ -20,6 +20,7 @@ the held-out fold.
 
 import os
 
+import torch
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 
@@ -27,6 +28,10 @@ from kgestimator import KGEmbedder, TripleKFold, make_kg, mrr_scorer
 
 # set KGESTIMATOR_EXAMPLE_FAST=1 for a smoke run of a few seconds
 FAST = os.environ.get("KGESTIMATOR_EXAMPLE_FAST") == "1"
+
+# a graph this small gains nothing from more CPU threads, and on a busy machine
+# torch's default (one per core) made these fits several times slower
+torch.set_num_threads(1)
 
 kg = make_kg(random_state=0)
 base = dict(model="distmult", dim=32, n_negatives=32, batch_size=500, learning_rate=0.05,

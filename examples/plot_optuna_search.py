@@ -19,6 +19,7 @@ import os
 import warnings
 
 import optuna
+import torch
 from optuna.distributions import FloatDistribution
 from optuna_integration import OptunaSearchCV
 
@@ -27,6 +28,10 @@ from kgestimator.estimator import EMU_DEFAULTS
 
 # set KGESTIMATOR_EXAMPLE_FAST=1 for a smoke run of a few seconds
 FAST = os.environ.get("KGESTIMATOR_EXAMPLE_FAST") == "1"
+
+# a graph this small gains nothing from more CPU threads, and on a busy machine
+# torch's default (one per core) made these fits several times slower
+torch.set_num_threads(1)
 
 # OptunaSearchCV is marked experimental and uses deprecated optuna internals;
 # their warnings say nothing about this search

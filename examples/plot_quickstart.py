@@ -16,11 +16,16 @@ import os
 import tempfile
 
 import numpy as np
+import torch
 
 from kgestimator import KGEmbedder, make_kg
 
 # set KGESTIMATOR_EXAMPLE_FAST=1 for a smoke run of a few seconds
 FAST = os.environ.get("KGESTIMATOR_EXAMPLE_FAST") == "1"
+
+# a graph this small gains nothing from more CPU threads, and on a busy machine
+# torch's default (one per core) made these fits several times slower
+torch.set_num_threads(1)
 
 # %%
 # A generated graph

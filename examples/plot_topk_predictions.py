@@ -21,11 +21,16 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from kgestimator import KGEmbedder, cli, make_kg
 
 # set KGESTIMATOR_EXAMPLE_FAST=1 for a smoke run of a few seconds
 FAST = os.environ.get("KGESTIMATOR_EXAMPLE_FAST") == "1"
+
+# a graph this small gains nothing from more CPU threads, and on a busy machine
+# torch's default (one per core) made these fits several times slower
+torch.set_num_threads(1)
 
 kg = make_kg(random_state=0)
 est = KGEmbedder(model="transe", dim=32, gamma=6.0, n_negatives=64, batch_size=500,

@@ -19,13 +19,18 @@ import os
 from collections import Counter
 
 import matplotlib.pyplot as plt
+import torch
 
 from kgestimator import KGEmbedder, make_kg
 from kgestimator.plotting import (plot_embedding_map, plot_learning_curves, plot_negative_hardness,
-                                  plot_negatives_pca)
+                                  plot_negatives_pca, show_or_save)
 
 # set KGESTIMATOR_EXAMPLE_FAST=1 for a smoke run of a few seconds
 FAST = os.environ.get("KGESTIMATOR_EXAMPLE_FAST") == "1"
+
+# a graph this small gains nothing from more CPU threads, and on a busy machine
+# torch's default (one per core) made these fits several times slower
+torch.set_num_threads(1)
 
 kg = make_kg(random_state=0)
 common = dict(model="distmult", dim=32, n_negatives=64, batch_size=500, learning_rate=0.02,
@@ -41,7 +46,7 @@ print(f"test MRR: uniform {uniform.score(kg.test):.3f}, EMU {emu.score(kg.test):
 # One colour per run: the training loss (solid, left axis) and the filtered
 # validation MRR every ``eval_every`` epochs (dashed, right axis). The EMU loss
 # has an extra term, so the two losses are not on the same scale; the MRR is.
-fig, ax = plt.subplots(figsize=(7, 4))
+fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
 plot_learning_curves({"uniform": uniform, "EMU": emu}, ax=ax)
 
 # %%
@@ -77,8 +82,8 @@ for h, r, t in kg.train:
     counts.setdefault(h, Counter())[r] += 1
     counts.setdefault(t, Counter())[r] += 1
 main_relation = {entity: c.most_common(1)[0][0] for entity, c in counts.items()}
-fig, ax = plt.subplots(figsize=(7, 6))
+fig, ax = plt.subplots(figsize=(7, 6), layout="constrained")
 plot_embedding_map(emu, hue=main_relation, annotate=emu.entities_[:8], ax=ax)
 groups = Counter(main_relation.values())
 print("entities per colour: " + ", ".join(f"{r}: {n}" for r, n in sorted(groups.items())))
-plt.show()
+show_or_save("plot_visualising")  # without a display: saved as PNGs, and the paths printed

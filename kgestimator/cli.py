@@ -7,7 +7,9 @@ a new command is one more entry:
   folder (every estimator parameter is a flag) and write a model file with the
   safe format of :meth:`~kgestimator.KGEmbedder.save`;
 - ``evaluate``: filtered ranking metrics of a model file on test triples;
-- ``predict``: the top-k tails (or heads) of queries given as arguments or in a file;
+- ``predict``: the top-k tails, heads or relations of queries given as arguments or in a file,
+  or conformal answer sets with a coverage guarantee (``--coverage``);
+- ``embed``: the entity (or relation) vectors of a model file as a TSV file, label first;
 - ``list``: the models, negative samplers and losses;
 - ``demo``: a few models with and without EMU on a generated graph (no download).
 
@@ -322,8 +324,11 @@ def _train_arguments(parser):
                         help=f"CPU threads for torch (default: auto, i.e. 1 below {ONE_THREAD_BELOW:,} "
                              "training triples, where more threads gain little and slow down sharply on "
                              "a busy machine; torch's default above)")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no per-epoch log lines on stderr (--verbose 1 shows a progress bar instead)")
+    parser.add_argument("--progress", choices=PROGRESS, default="auto",
+                        help="training progress on stderr: a bar with the loss and validation MRR, "
+                             "one log line per epoch, or nothing (default: auto, i.e. a bar when stderr "
+                             "is a terminal, nothing otherwise, so logs and CI output stay short)")
+    parser.add_argument("--quiet", action="store_true", help="the same as --progress none")
     parser.add_argument("--download", action="store_true",
                         help="download DATA when it is a known dataset with no copy here (FB15k-237, WN18RR, "
                              "codex-s, codex-m, countries_s1..3), checking each file's SHA-256")
@@ -381,6 +386,21 @@ def _checked_estimator(args):
     return est
 
 
+#: the values of ``train --progress``
+PROGRESS = ("auto", "bar", "log", "none")
+
+
+def _progress_mode(args):
+    """``'bar'``, ``'log'`` or ``'none'`` from ``--progress``, ``--quiet`` and whether stderr is a terminal."""
+    if args.quiet:
+        return "none"
+    if args.progress != "auto":
+        return args.progress
+    if "verbose" in estimator_params(args, args.param_names):  # an explicit --verbose decides (0: nothing, >0: bar)
+        return "none"
+    return "bar" if sys.stderr.isatty() else "none"
+
+
 #: the ranking metrics shown by train and evaluate
 METRICS = ("mrr", "mr", "hits@1", "hits@3", "hits@10")
 
@@ -416,10 +436,15 @@ def _train(args, out):
     threads = args.threads
     if threads == "auto":
         threads = 1 if len(splits["train"]) < ONE_THREAD_BELOW else None
-    with _torch_session(args, est.device, threads), _log_to_stderr(not args.quiet), _process_group(est):
+    progress, verbose = _progress_mode(args), est.verbose
+    # the bar is the estimator's verbose mode, its log lines the quiet one; the model file
+    # keeps the verbose the user gave, not the one chosen for this terminal
+    est.set_params(verbose=max(1, verbose) if progress == "bar" else 0 if progress == "log" else verbose)
+    with _torch_session(args, est.device, threads), _log_to_stderr(progress == "log"), _process_group(est):
         t0 = time.perf_counter()
         est.fit(splits["train"], valid=splits.get("valid"))
         seconds = time.perf_counter() - t0
+        est.set_params(verbose=verbose)
         if est.distributed_ is not None and est.distributed_["rank"] != 0:
             return 0  # under torchrun, rank 0 evaluates, writes the model and reports
         est.save(output)
@@ -482,15 +507,26 @@ def _predict_arguments(parser):
     parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
     parser.add_argument("-q", "--query", nargs=2, action="append", default=[], metavar=("HEAD", "RELATION"),
                         help="one query (repeatable): HEAD RELATION for tail prediction, "
-                             "RELATION TAIL with --direction head")
+                             "RELATION TAIL with --direction head, HEAD TAIL with --direction relation")
     parser.add_argument("--queries", metavar="FILE",
                         help="tab-separated queries, one a line, as for --query (a third column "
                              "holding the answer to find is ignored); '-' reads stdin")
-    parser.add_argument("-k", type=_positive_int, default=10, help="answers per query (default: 10)")
-    parser.add_argument("--direction", choices=("tail", "head"), default="tail",
-                        help="predict tails of (head, relation) or heads of (relation, tail) (default: tail)")
+    parser.add_argument("-k", type=_positive_int, default=None, help="answers per query (default: 10)")
+    parser.add_argument("--direction", choices=("tail", "head", "relation"), default="tail",
+                        help="predict tails of (head, relation), heads of (relation, tail) or relations "
+                             "of (head, tail) (default: tail)")
     parser.add_argument("--include-known", action="store_true",
                         help="keep answers that are training or validation facts (left out by default)")
+    parser.add_argument("--coverage", type=_fraction, default=None, metavar="C",
+                        help="instead of the top k, a split-conformal answer set per query that holds the "
+                             "true answer with probability C (e.g. 0.9); needs --calibration")
+    parser.add_argument("--calibration", metavar="FILE",
+                        help="held-out true triples (not used in training) that calibrate --coverage")
+    parser.add_argument("--nonconformity", choices=("score", "rank"), default="score",
+                        help="conformal score of --coverage: softmax probability (sets adapt to each query) "
+                             "or filtered rank (default: score)")
+    parser.add_argument("--seed", type=_nonnegative_int, default=0,
+                        help="seed of the tie-breaking draws of --nonconformity rank (default: 0)")
     _format_argument(parser)
 
 
@@ -498,7 +534,7 @@ def _check_labels(args, est, queries):
     """A one-line error naming the first label of the queries the model has never seen."""
     from .data import encode
 
-    roles = ("head", "relation") if args.direction == "tail" else ("relation", "tail")
+    roles = {"tail": ("head", "relation"), "head": ("relation", "tail"), "relation": ("head", "tail")}[args.direction]
     for number, query in enumerate(queries, 1):
         for role, label in zip(roles, query):
             vocab = est.relations_ if role == "relation" else est.entities_
@@ -517,13 +553,21 @@ def _predict(args, out):
     if args.queries is not None:
         rows = _read_queries(args, args.queries)
         if len(rows[0]) == 3:  # drop the column holding the answer to find
-            rows = [r[:2] if args.direction == "tail" else r[1:] for r in rows]
+            keep = {"tail": (0, 1), "head": (1, 2), "relation": (0, 2)}[args.direction]
+            rows = [[r[j] for j in keep] for r in rows]
         queries += rows
     if not queries:
         raise _error(args, "no queries: give --query HEAD RELATION (repeatable) or --queries FILE")
     _check_labels(args, est, queries)
-    if args.k > len(est.entities_):
-        raise _error(args, f"-k {args.k}: the model has only {len(est.entities_)} entities")
+    if args.coverage is not None:
+        return _predict_sets(args, est, queries, out)
+    if args.calibration is not None:
+        raise _error(args, "--calibration calibrates --coverage; give --coverage C too")
+    args.k = 10 if args.k is None else args.k
+    n_cand, what = ((len(est.relations_), "relations") if args.direction == "relation"
+                    else (len(est.entities_), "entities"))
+    if args.k > n_cand:
+        raise _error(args, f"-k {args.k}: the model has only {n_cand} {what}")
     exclude = not args.include_known
     columns = topk_columns(*est._predict_topk(queries, args.k, args.direction, exclude, True),
                            args.direction, exclude)
@@ -544,26 +588,108 @@ def _predict(args, out):
     return 0
 
 
+def _fraction(text):
+    """An argparse type: a float in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def _predict_sets(args, est, queries, out):
+    """``predict --coverage``: calibrate on ``--calibration`` and print each query's answer set."""
+    import numpy as np
+
+    for flag, bad in (("-k", args.k is not None), ("--include-known", args.include_known),
+                      ("--direction relation", args.direction == "relation")):
+        if bad:
+            raise _error(args, f"{flag} does not go with --coverage (sets of entities, known facts left out)")
+    if args.calibration is None:
+        raise _error(args, "--coverage needs --calibration FILE: held-out true triples not used in training")
+    held_out = _read_triples(args, args.calibration)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.calibrate_sets(held_out, nonconformity=args.nonconformity, random_state=args.seed)
+    query_labels, labels, scores = est._predict_set(queries, args.coverage, args.direction, args.seed)
+    sizes = np.array([len(x) for x in labels])
+    anchor, rel = query_labels[:, 0], query_labels[:, 1]
+    names = ("head", "relation") if args.direction == "tail" else ("tail", "relation")
+    columns = {"query": np.repeat(np.arange(len(labels)), sizes),
+               names[0]: np.repeat(anchor, sizes), names[1]: np.repeat(rel, sizes),
+               "rank": np.concatenate([np.arange(1, n + 1) for n in sizes]) if sizes.sum() else np.zeros(0, int),
+               "label": np.concatenate(labels) if sizes.sum() else np.zeros(0, str),
+               "score": np.concatenate(scores) if sizes.sum() else np.zeros(0)}
+    if args.direction == "head":
+        columns = {k: columns[k] for k in ("query", "relation", "tail", "rank", "label", "score")}
+    if args.format == "table":
+        first = columns["rank"] == 1
+        for name in ("head", "relation", "tail"):
+            if name in columns:
+                columns[name] = [v if f else "" for v, f in zip(columns[name].tolist(), first)]
+        del columns["query"]
+    _write(columns, args.format, out)
+    if args.format == "table":
+        print(f"conformal sets at coverage {args.coverage:g} ({args.nonconformity}, calibrated on "
+              f"{est.conformal_['n_calibration']} held-out triples): sizes {', '.join(map(str, sizes))}", file=out)
+    return 0
+
+
+# ---------------------------------------------------------------------- embed
+def _embed_arguments(parser):
+    parser.add_argument("model", metavar="MODEL", help="model file written by kgestimator train")
+    parser.add_argument("-o", "--output", required=True, metavar="FILE",
+                        help="TSV file to write: one line per label, the label then its vector's values")
+    parser.add_argument("--relations", action="store_true",
+                        help="write the relation vectors instead of the entity vectors")
+
+
+def _embed(args, out):
+    import tempfile
+
+    est = _load_model(args)
+    output = Path(args.output)
+    if output.is_dir() or not output.parent.is_dir():
+        raise _error(args, f"cannot write to {output}: "
+                           + ("it is a folder" if output.is_dir() else f"no folder {output.parent}"))
+    try:
+        table = est.relation_embeddings_ if args.relations else est.entity_embeddings_
+    except AttributeError as exc:
+        raise _error(args, str(exc)) from None
+    labels = est.relations_ if args.relations else est.entities_
+    # a temporary file renamed into place: a failure never leaves a half-written file
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=".kgestimator-", suffix=".tsv")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for label, row in zip(labels.tolist(), table):
+                fh.write(str(label) + "\t" + "\t".join(f"{v:.9g}" for v in row.tolist()) + "\n")
+        os.replace(tmp, output)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    what = "relation" if args.relations else "entity"
+    print(f"wrote {len(labels)} {what} vectors of {table.shape[1]} values to {output}", file=out)
+    return 0
+
+
 # ---------------------------------------------------------------------- list
 def _list_arguments(parser):
     pass
 
 
-def _summary(obj):
-    doc = (obj.__doc__ or "").strip().splitlines()
-    return doc[0].replace("``", "") if doc else ""
-
-
 def _list(args, out):
-    from .losses import LOSSES
-    from .models import MODELS
-    from .samplers import SAMPLERS
+    from ._catalog import SECTIONS
+    from ._catalog import entries as read_registry
 
-    sections = {
-        "models (--model)": {name: f"{cls.__name__}: {_summary(cls)}" for name, cls in MODELS.items()},
-        "samplers (--sampler)": {name: _summary(cls) for name, cls in SAMPLERS.items()},
-        "losses (--loss)": {name: _summary(fn) for name, fn in LOSSES.items()},
-    }
+    sections = {}
+    for title, module, name in SECTIONS:
+        lines = sections[title] = {}
+        for key, (cls, text) in read_registry(module, name).items():
+            # models are listed with their class name, unless the summary starts with it already
+            named = name == "MODELS" and not text.startswith(f"{cls}:")
+            lines[key] = f"{cls}: {text}" if named else text
     width = max(len(name) for entries in sections.values() for name in entries)
     for title, entries in sections.items():
         print(title, file=out)
@@ -663,26 +789,45 @@ COMMANDS = {
               _train_arguments, _train),
     "evaluate": ("filtered ranking metrics (MRR, MR, Hits@k) of a model file on test triples",
                  _evaluate_arguments, _evaluate),
-    "predict": ("top-k tails (or heads) of queries, known facts left out",
-                _predict_arguments, _predict),
+    "predict": ("top-k tails, heads or relations of queries, known facts left out, or answer sets "
+                "with a coverage guarantee (--coverage)", _predict_arguments, _predict),
+    "embed": ("write the entity (or relation) vectors of a model file as TSV, label first",
+              _embed_arguments, _embed),
     "list": ("the models, negative samplers and losses", _list_arguments, _list),
     "demo": ("train DistMult and TransE with and without EMU on a generated graph "
              "and print their test metrics", _demo_arguments, _demo),
 }
 
 
-def build_parser():
-    """The ``kgestimator`` argument parser, one subparser per entry of :data:`COMMANDS`."""
+def build_parser(commands=None):
+    """The ``kgestimator`` argument parser, one subparser per entry of :data:`COMMANDS`.
+
+    Parameters
+    ----------
+    commands : iterable of str, optional
+        The subcommands whose arguments are added (all when None). Every
+        subcommand is listed either way; ``main`` adds only the one it runs,
+        because ``train``'s flags come from the estimator and importing it
+        costs seconds (torch, scikit-learn) that ``--help`` and ``list`` need not pay.
+    """
     from . import __version__
 
+    wanted = set(COMMANDS if commands is None else commands)
     parser = _Parser(prog="kgestimator",
                      description="Knowledge-graph embedding with EMU negatives "
                                  "(scikit-learn estimators).")
     parser.add_argument("--version", action="version", version=f"kgestimator {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, add_arguments, _) in COMMANDS.items():
-        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+        subparser = sub.add_parser(name, help=help_text, description=help_text)
+        if name in wanted:
+            add_arguments(subparser)
     return parser
+
+
+def _command_of(argv):
+    """The subcommand named in ``argv`` (the first word not starting with '-'), or None."""
+    return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
 def main(argv=None):
@@ -702,7 +847,7 @@ def main(argv=None):
     argv = _dashed(sys.argv[1:] if argv is None else list(argv))
     prefix = "kgestimator"
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser([_command_of(argv)]).parse_args(argv)
         if args.command is None:
             raise CommandError(f"kgestimator: choose a command: {', '.join(COMMANDS)} "
                                "(see kgestimator --help)")

@@ -124,7 +124,8 @@ def dataset_dir(name=None):
     1. the ``KGESTIMATOR_DATA`` environment variable, when set;
     2. ``../shared/datasets`` relative to the current working directory;
     3. ``../shared/datasets`` relative to the repository root (the folder
-       that holds the ``kgestimator`` package).
+       that holds the ``kgestimator`` package), when the package runs from a
+       source checkout rather than an installed copy.
 
     Parameters
     ----------
@@ -150,17 +151,19 @@ def dataset_dir(name=None):
                 "folder that holds the datasets"
             )
     else:
-        candidates = [
-            Path.cwd() / ".." / "shared" / "datasets",
-            Path(__file__).resolve().parents[2] / "shared" / "datasets",
-        ]
+        candidates = [Path.cwd() / ".." / "shared" / "datasets"]
+        repository = Path(__file__).resolve().parents[1]
+        if (repository / "pyproject.toml").is_file():  # a source checkout, not site-packages
+            candidates.append(repository.parent / "shared" / "datasets")
+        # from the repository root both candidates are one folder: name it once
+        candidates = list(dict.fromkeys(c.resolve() for c in candidates))
         root = next((c for c in candidates if c.is_dir()), None)
         if root is None:
-            tried = ", ".join(str(c.resolve()) for c in candidates)
+            tried = " or ".join(map(str, candidates))
             raise FileNotFoundError(
-                f"no datasets folder found (tried {tried}); set the "
-                f"{DATA_ENV_VAR} environment variable to the folder that "
-                "holds the datasets"
+                f"no datasets folder: {DATA_ENV_VAR} is not set and there is no {tried}; "
+                f"set {DATA_ENV_VAR} to a folder holding one sub-folder per dataset "
+                "(<name>/train.txt, valid.txt, test.txt), or pass a dataset folder's path"
             )
     root = root.resolve()
     if name is None:

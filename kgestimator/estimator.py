@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from . import data as kgdata
@@ -24,11 +25,14 @@ from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import EvaluationCache, digest, evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
+from .lcwa import TRAININGS
+from .relations import relation_index, relation_metrics, score_relations
 from .memory import activation_estimate, check_training_fits
 from .models import MODELS, check_model_params, is_path_based, make_model, resolve_defaults
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
 from .samplers import UniformSampler, make_sampler, n_generated
+from .schedules import check_schedule
 from ._threads import fit_threads, torch_threads
 from .model_selection import train_test_split_triples
 from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrupted, check_generated, make_config,
@@ -36,7 +40,7 @@ from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrup
 
 #: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
 #: The tables print the code's keep-negative flag under "n_P/d", so
-#: mutation_ratio = 1 - flag (ALGORITHMS.md §5.2, §10.1).
+#: mutation_ratio = 1 - flag (docs/algorithms.md §5.2).
 EMU_DEFAULTS = {
     #            alpha, flag,  beta
     "complex": (0.34, 0.92, 0.12),
@@ -52,7 +56,7 @@ EMU_DEFAULTS = {
 LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}
 OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
 EMU_MODES = (False, True, "mixup", "ls_only")
-REGULARIZERS = (None, "n3", "l3")
+REGULARIZERS = (None, "n3", "l3", "l2")
 
 
 def _check_bool(name, value):
@@ -101,7 +105,9 @@ class KGEmbedder(BaseEstimator):
         string: for NBFNet ``n_layers`` (6), ``aggregate`` ('pna' or 'sum'),
         ``message`` ('distmult' or 'transe'), ``dependent`` (False),
         ``layer_norm`` (True), ``short_cut`` (True), ``remove_one_hop`` (False)
-        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``.
+        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``;
+        for every embedding model ``init_scale``, the initial uniform range
+        ``[-init_scale, init_scale]`` instead of ``(gamma + 2) / dim`` (kbc starts near 1e-3).
     sampler : str or sampler object, default='uniform'
         ``'uniform'`` (alternating head/tail corruption), ``'bernoulli'``,
         ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
@@ -145,10 +151,52 @@ class KGEmbedder(BaseEstimator):
     adversarial_temperature : float, default=1.0
         ``alpha`` of the self-adversarial weights ``softmax(alpha * s_neg)``
         (``'self_adversarial'`` and ``'bce'``; NBFNet's temperature ``T`` is ``1 / alpha``).
-    regularizer : {None, 'n3', 'l3'}, default=None
-        N3 over the batch's factors (Lacroix et al. 2018) or L3 over the full tables.
+    regularizer : {None, 'n3', 'l3', 'l2'}, default=None
+        N3 over the batch's factors (Lacroix et al. 2018; frequency-weighted
+        as in kbc and LibKGE's ``weighted: True``: an entity is penalised once
+        per occurrence in the step, divided by the number of queries), or L3 /
+        squared L2 over the full tables (LibKGE's unweighted ``lp``).
     reg_weight : float, default=0.0
         Regularisation weight.
+    training : {'negative_sampling', '1vsall', 'kvsall'}, default='negative_sampling'
+        How a step scores candidates. ``'negative_sampling'``: each positive
+        against ``n_negatives`` sampled entities (one side per step, as the
+        sampler chooses). ``'1vsall'``: each training triple's tail query
+        ``(h, r, ?)`` and head query ``(?, r, t)`` against every entity, with
+        ``loss='ce'`` (softmax cross-entropy, LibKGE's ``kl``) or ``'bce'``.
+        ``'kvsall'``: each distinct training query against every entity, its
+        target marking all known training answers (multi-label; an epoch goes
+        through the distinct queries). Both score all entities with one matrix
+        product for bilinear models and in blocks for distance models and
+        NBFNet; steps with more than ``kgestimator.lcwa.SCORE_ELEMENTS``
+        scores go through the entity axis in chunks. ``emu`` works with
+        ``'1vsall'`` (every entity mutated, see the README); samplers other
+        than ``'uniform'`` do not apply.
+    label_smoothing : float, default=0.0
+        1vsAll/KvsAll targets ``(1 - label_smoothing) * y + label_smoothing / n_entities``
+        (LibKGE's ``KvsAll.label_smoothing``), in [0, 1).
+    reciprocal : bool, default=False
+        Reciprocal relations (Lacroix et al. 2018; LibKGE's
+        ``reciprocal_relations_model``): every relation gets a second embedding
+        for its inverse, and head queries ``(?, r, t)`` are answered as tail
+        queries ``(t, r^-1, ?)`` in training, evaluation and
+        ``predict_topk(direction='head')``; ``score_samples`` scores the
+        forward direction. NBFNet always works this way and ignores it.
+    dropout : float or (float, float), default=0.0
+        Dropout on embeddings while training: one rate for entities and
+        relations, or ``(entity_rate, relation_rate)`` (LibKGE's embedder
+        ``dropout``). It applies to looked-up rows and to the candidate
+        table scored in full. Embedding models only.
+    lr_scheduler : {None, 'plateau', 'cosine'}, default=None
+        ``'plateau'``: multiply the learning rate by ``factor`` after
+        ``patience`` validation evaluations without improvement of the MRR
+        (needs validation triples: ``valid`` or ``early_stopping``);
+        ``'cosine'``: cosine decay from ``learning_rate`` to ``min_lr`` over
+        the run's steps. Not with ``optimizer='adagrad_then_adam'``.
+    lr_scheduler_params : dict, str or None, default=None
+        The schedule's settings, as a dict or a JSON object string:
+        ``'plateau'`` takes ``factor`` (0.5), ``patience`` (2 evaluations),
+        ``threshold`` (1e-4, relative) and ``min_lr`` (0); ``'cosine'`` ``min_lr`` (0).
     optimizer : {'adam', 'adagrad', 'adagrad_then_adam'}, default='adam'
         ``'adagrad_then_adam'`` is the EMU code's schedule: Adagrad, then a fresh
         Adam at ``learning_rate / 10`` halfway.
@@ -260,6 +308,23 @@ class KGEmbedder(BaseEstimator):
         Relation labels.
     model_ : torch.nn.Module
         The trained scoring model.
+    entity_embeddings_ : ndarray of shape (n_entities, width)
+        The entity table, row ``i`` for ``entities_[i]`` (float32, a CPU copy
+        made on each access). ``width`` is ``dim`` for TransE and DistMult, and
+        ``2 * dim`` for ComplEx and RotatE (``[real | imaginary]`` halves) and
+        HAKE (``[phase | modulus]``; phases as raw parameters, angle
+        ``x * pi / rho`` with ``rho = (gamma + 2) / dim``). NBFNet has no
+        entity table: reading it raises an AttributeError that says so.
+    relation_embeddings_ : ndarray of shape (n_relations, width)
+        The relation table, row ``i`` for ``relations_[i]``: ``dim`` columns
+        for TransE, DistMult and RotatE (RotatE: raw phases, as for HAKE),
+        ``2 * dim`` for ComplEx (``[real | imaginary]``) and ``3 * dim`` for
+        HAKE (``[phase | modulus | bias]``); for NBFNet the ``dim``-wide query
+        vectors of the relations (inverse relations left out).
+    calibrator_ : dict
+        After :meth:`calibrate`: the fitted score-to-probability map.
+    conformal_ : dict
+        After :meth:`calibrate_sets`: the sorted nonconformity values per group.
     sampler_ : object
         The fitted sampler.
     history_ : list of dict
@@ -302,7 +367,9 @@ class KGEmbedder(BaseEstimator):
     def __init__(self, model="distmult", dim=None, gamma=24.0, model_params=None, sampler="uniform", n_negatives=None,
                  neg_chunk_size=100, emu=False, alpha="auto", mutation_ratio="auto", uls=True,
                  beta="auto", emu_normalize=True, emu_resample="auto", loss="ce",
-                 adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, optimizer="adam",
+                 adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, training="negative_sampling",
+                 label_smoothing=0.0, reciprocal=False, dropout=0.0, lr_scheduler=None,
+                 lr_scheduler_params=None, optimizer="adam",
                  learning_rate=0.01, batch_size=None, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
                  compile="auto", sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
@@ -325,6 +392,12 @@ class KGEmbedder(BaseEstimator):
         self.adversarial_temperature = adversarial_temperature
         self.regularizer = regularizer
         self.reg_weight = reg_weight
+        self.training = training
+        self.label_smoothing = label_smoothing
+        self.reciprocal = reciprocal
+        self.dropout = dropout
+        self.lr_scheduler = lr_scheduler
+        self.lr_scheduler_params = lr_scheduler_params
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -410,9 +483,9 @@ class KGEmbedder(BaseEstimator):
 
     def _check_param_combinations(self):
         """The rules that span several parameters (after each one passed its own check)."""
-        if self.sparse and self.regularizer == "l3":
-            raise ValueError("The 'sparse' parameter cannot be True with regularizer='l3': the full-table "
-                             "L3 penalty gives every row a gradient; use regularizer='n3'.")
+        if self.sparse and self.regularizer in ("l3", "l2"):
+            raise ValueError(f"The 'sparse' parameter cannot be True with regularizer={self.regularizer!r}: the "
+                             "full-table penalty gives every row a gradient; use regularizer='n3'.")
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
             raise ValueError("The 'checkpoint_every' parameter has no effect without checkpoint_dir; "
                              "set checkpoint_dir or leave checkpoint_every at None.")
@@ -423,6 +496,55 @@ class KGEmbedder(BaseEstimator):
         sampler = make_sampler(self.sampler)
         if isinstance(n_generated(sampler), numbers.Integral):  # else the sampler's own check names it
             check_generated(sampler, self._sizes()["n_negatives"])
+        self._check_regime()
+
+    def _check_regime(self):
+        """``training``, ``reciprocal``, ``dropout`` and the schedule: ``(dropout rates, schedule params)``."""
+        _check_choice("training", self.training, TRAININGS)
+        _check_number("label_smoothing", self.label_smoothing, 0.0, 1.0)
+        if self.label_smoothing >= 1.0:
+            raise ValueError(f"The 'label_smoothing' parameter must be below 1; got {self.label_smoothing!r}.")
+        _check_bool("reciprocal", self.reciprocal)
+        rates = self.dropout if isinstance(self.dropout, (tuple, list)) else (self.dropout, self.dropout)
+        if len(rates) != 2:
+            raise ValueError(f"The 'dropout' parameter must be a float or a pair (entity, relation); "
+                             f"got {self.dropout!r}.")
+        for rate in rates:
+            _check_number("dropout", rate, 0.0, 1.0)
+            if rate >= 1.0:
+                raise ValueError(f"The 'dropout' parameter must be below 1; got {self.dropout!r}.")
+        path = is_path_based(MODELS[self.model])
+        if path and any(rates):
+            raise ValueError("The 'dropout' parameter is not supported with model='nbfnet' (it has no "
+                             "embedding tables); leave it at 0.")
+        lcwa = self.training != "negative_sampling"
+        if lcwa:
+            if self.loss not in ("ce", "bce"):
+                raise ValueError(f"training={self.training!r} takes loss='ce' or 'bce'; got loss={self.loss!r}.")
+            if not (isinstance(self.sampler, str) and self.sampler == "uniform"):
+                raise ValueError(f"training={self.training!r} scores every entity, so no sampler applies; "
+                                 f"leave sampler='uniform' (got {self.sampler!r}).")
+            if self.emu and (self.training == "kvsall" or self.emu == "mixup" or self.loss == "bce"):
+                raise ValueError(f"emu={self.emu!r} is available with training='1vsall', loss='ce' and "
+                                 f"emu in (True, 'ls_only'); got training={self.training!r}, loss={self.loss!r}.")
+        elif self.label_smoothing:
+            raise ValueError("The 'label_smoothing' parameter applies to training='1vsall' or 'kvsall'; "
+                             "leave it at 0 with negative sampling.")
+        params = self.lr_scheduler_params
+        if isinstance(params, str):
+            try:
+                params = json.loads(params)
+            except ValueError as exc:
+                raise ValueError(f"The 'lr_scheduler_params' parameter must be a dict or a JSON object; "
+                                 f"{self.lr_scheduler_params!r} is not valid JSON ({exc}).") from None
+        if params is not None and not isinstance(params, dict):
+            raise ValueError(f"The 'lr_scheduler_params' parameter must be None, a dict or a JSON object "
+                             f"string; got {self.lr_scheduler_params!r}.")
+        schedule = check_schedule(self.lr_scheduler, params)
+        if self.lr_scheduler is not None and self.optimizer == "adagrad_then_adam":
+            raise ValueError("The 'lr_scheduler' parameter cannot be combined with optimizer='adagrad_then_adam', "
+                             "which sets its own rate halfway; use 'adam' or 'adagrad'.")
+        return tuple(float(r) for r in rates), schedule
 
     def _check_model_params(self):
         """``model_params`` as a dict with keys the model takes; NBFNet's unsupported combinations."""
@@ -467,7 +589,9 @@ class KGEmbedder(BaseEstimator):
         return resolve_defaults(self.model, dim=self.dim, batch_size=self.batch_size, n_negatives=self.n_negatives)
 
     def _train_config(self, emu_params, n_train, device):
-        return make_config(self.get_params(deep=False), emu_params, n_train, device)
+        params = self.get_params(deep=False)
+        params["lr_scheduler_params"] = self._check_regime()[1]  # a JSON string becomes its dict
+        return make_config(params, emu_params, n_train, device)
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, X, n_columns=3, name="X"):
@@ -608,7 +732,9 @@ class KGEmbedder(BaseEstimator):
         parts.gen, parts.seed = make_generator(random_state, device)
         n_ent, n_rel = len(parts.entities), len(parts.relations)
         model = make_model(self.model, n_ent, n_rel, self._sizes()["dim"], float(self.gamma), self._check_model_params(),
-                           generator=torch.Generator().manual_seed(parts.seed))
+                           generator=torch.Generator().manual_seed(parts.seed), reciprocal=bool(self.reciprocal))
+        if not is_path_based(model):
+            model.entity_dropout, model.relation_dropout = self._check_regime()[0]
         if is_path_based(model):
             # the fact graph NBFNet propagates over: the training triples only
             model.set_graph(parts.train_ids.cpu())
@@ -649,6 +775,9 @@ class KGEmbedder(BaseEstimator):
         return checkpoint
 
     def _set_fitted(self, parts, history, emu_params):
+        parts.model.eval()  # dropout is for training only; score_samples does not switch modes
+        for stale in ("calibrator_", "conformal_"):  # they belong to the previous model
+            self.__dict__.pop(stale, None)
         self.entities_, self.relations_, self.device_ = parts.entities, parts.relations, parts.device
         self.model_ = parts.model
         self.sampler_ = parts.sampler
@@ -697,13 +826,240 @@ class KGEmbedder(BaseEstimator):
                 out.append(m.score(m.entities(b[:, 0]), m.relations(b[:, 1]), m.entities(b[:, 2])))
         return to_numpy(torch.cat(out)).astype(np.float64)
 
+    # ------------------------------------------------------------------ embeddings as features
+    @property
+    def entity_embeddings_(self):
+        from .features import entity_table
+
+        return entity_table(self)
+
+    @property
+    def relation_embeddings_(self):
+        from .features import relation_table
+
+        return relation_table(self)
+
+    def transform(self, X):
+        """Per-triple features for triple classification: head, relation and tail embeddings and the score.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+
+        Returns
+        -------
+        features : ndarray of shape (n_triples, 2 * entity width + relation width + 1)
+            ``[head | relation | tail | score]`` (widths as in
+            ``entity_embeddings_`` and ``relation_embeddings_``);
+            :meth:`get_feature_names_out` names the columns. Not available for
+            NBFNet (no entity table; a ValueError says so).
+        """
+        from .features import triple_features
+
+        return triple_features(self, X)
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit(X, **fit_params)``, then :meth:`transform` of ``X``."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the :meth:`transform` columns: ``head0..``, ``relation0..``, ``tail0..``, ``score``."""
+        from .features import triple_feature_names
+
+        check_is_fitted(self)
+        return triple_feature_names(self)
+
+    # ------------------------------------------------------------------ probabilities
+    def calibrate(self, X, method="sigmoid", n_negatives=1, filter_triples=None, random_state=None):
+        """Fit a map from scores to probabilities on held-out true triples and generated negatives.
+
+        Each triple of ``X`` is corrupted ``n_negatives`` times on each side
+        (head and tail) with uniform entities, redrawn when the corruption is
+        a known fact; :mod:`kgestimator.calibration` explains what the
+        probability then means.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+            Held-out true triples, not used in ``fit`` (e.g. a validation split
+            that early stopping did not use). Rows with unseen labels are left out.
+        method : {'sigmoid', 'isotonic'}, default='sigmoid'
+            Platt scaling (two parameters, for small ``X``) or isotonic
+            regression (monotone, non-parametric; needs more triples).
+        n_negatives : int, default=1
+            Corruptions per triple and per side.
+        filter_triples : array-like of shape (n_filter, 3), optional
+            More known facts a negative must not be (e.g. the test split).
+        random_state : int, RandomState instance or None, default=None
+
+        Returns
+        -------
+        self : KGEmbedder
+            With ``calibrator_`` set; the model itself is unchanged. A later
+            ``fit`` removes it; :meth:`save` does not write it (a pickle keeps it).
+        """
+        from .calibration import fit_calibrator, labelled_ids
+
+        check_is_fitted(self)
+        ids, y = labelled_ids(self, X, n_negatives, filter_triples, random_state)
+        scores = self._score_ids(ids)
+        self.calibrator_ = fit_calibrator(scores, y, method)
+        return self
+
+    def _check_calibrated(self):
+        if not hasattr(self, "calibrator_"):
+            raise AttributeError("predict_proba needs a calibration: call calibrate(held_out_triples) first.")
+        return True
+
+    @available_if(_check_calibrated)
+    def predict_proba(self, X):
+        """Calibrated probability that each triple is true (needs :meth:`calibrate` first).
+
+        Before :meth:`calibrate` the method is absent (``hasattr`` is False;
+        calling it raises an AttributeError that says to calibrate).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_triples,)
+        """
+        from .calibration import apply_calibrator
+
+        check_is_fitted(self)
+        return apply_calibrator(self.calibrator_, self.score_samples(X))
+
+    # ------------------------------------------------------------------ conformal answer sets
+    def calibrate_sets(self, X, nonconformity="score", min_queries=100, filter_triples=None, random_state=None):
+        """Calibrate split-conformal answer sets (:meth:`predict_set`) on held-out triples.
+
+        Both queries of each triple, ``(h, r, ?)`` and ``(?, r, t)``, are
+        ranked with the filtered protocol (training and validation facts,
+        ``X`` and ``filter_triples`` filtered, the answer kept);
+        :mod:`kgestimator.conformal` describes the nonconformity values and
+        the guarantee.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_triples, 3)
+            Held-out true triples exchangeable with the future queries, not used
+            in ``fit``. Rows with unseen labels are left out.
+        nonconformity : {'score', 'rank'}, default='score'
+            One minus the softmax probability of the answer (sets adapt to each
+            query), or its filtered rank (every query of a group gets the same
+            number of candidates, give or take one).
+        min_queries : int, default=100
+            Calibration queries a relation needs on a side to get its own
+            threshold; relations with fewer share the side's.
+        filter_triples : array-like of shape (n_filter, 3), optional
+            More known facts to filter.
+        random_state : int, RandomState instance or None, default=None
+            Tie-breaking draws of ``nonconformity='rank'``.
+
+        Returns
+        -------
+        self : KGEmbedder
+            With ``conformal_`` set. A later ``fit`` removes it; :meth:`save`
+            does not write it (a pickle keeps it).
+        """
+        from .conformal import fit_conformal
+
+        check_is_fitted(self)
+        ids, ok, _ = self._encode(X, 3, name="X")
+        ids = ids[torch.as_tensor(ok, device=self.device_)]
+        if not ids.shape[0]:
+            raise ValueError("X has no triple whose entities and relation were seen during fit.")
+        known = self._known_index(self._with_filter(ids, filter_triples))
+        self.conformal_ = fit_conformal(self, ids, known, nonconformity, min_queries, random_state)
+        return self
+
+    def _check_calibrated_sets(self, coverage):
+        check_is_fitted(self)
+        if not hasattr(self, "conformal_"):
+            raise ValueError("Answer sets need a conformal calibration: call calibrate_sets(held_out_triples) first.")
+        _check_number("coverage", coverage, 0.0, 1.0, low_open=True)
+
+    def predict_set(self, X, coverage=0.9, direction="tail", random_state=None):
+        """For each query, a set of answers that holds the true one with probability ``coverage``.
+
+        Known facts (training and validation triples) are never in a set, as
+        in the filtered ranking the calibration used. Needs :meth:`calibrate_sets`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_queries, 2) or (n_queries, 3)
+            Queries as for :meth:`predict_topk` (``'tail'`` or ``'head'``).
+        coverage : float in (0, 1], default=0.9
+        direction : {'tail', 'head'}, default='tail'
+        random_state : int, RandomState instance or None, default=None
+            The draw that settles the boundary candidate with ``nonconformity='rank'``.
+
+        Returns
+        -------
+        sets : list of ndarray
+            One array of entity labels per query, best score first (possibly empty).
+        """
+        return self._predict_set(X, coverage, direction, random_state)[1]
+
+    def _predict_set(self, X, coverage, direction, random_state):
+        """``(query labels, label arrays, score arrays)`` of :meth:`predict_set`."""
+        from .conformal import predict_sets
+
+        self._check_calibrated_sets(coverage)
+        query_labels, anchor, rel = self._queries(X, direction)
+        ids, scores = predict_sets(self, anchor, rel, direction, self._known_index(), coverage, random_state)
+        return query_labels, [self.entities_[i] for i in ids], scores
+
+    def evaluate_sets(self, X, coverage=0.9, filter_triples=None, random_state=None):
+        """Empirical coverage and set sizes of :meth:`predict_set` on test triples, both query sides.
+
+        The sets are those of the filtered protocol (``X`` and
+        ``filter_triples`` filtered besides the known facts, as in
+        :meth:`evaluate`). Triples with unseen labels count as uncovered.
+
+        Returns
+        -------
+        report : dict
+            ``coverage``, ``mean_set_size``, ``median_set_size``, ``n_queries``
+            over both sides, the same under ``'head'`` and ``'tail'``, and
+            ``target_coverage``, ``n_triples``, ``n_unknown``, ``n_relation_groups``.
+        """
+        from .conformal import evaluate_sets
+
+        self._check_calibrated_sets(coverage)
+        ids, known, _ = self._encode(X, 3, name="X")
+        ok = torch.as_tensor(known, device=self.device_)
+        ids = ids[ok]
+        return evaluate_sets(self, ids, self._known_index(self._with_filter(ids, filter_triples)), coverage,
+                             int((~known).sum()), random_state)
+
+    def _with_filter(self, ids, filter_triples):
+        """``ids`` and the encodable ``filter_triples``, as one id tensor."""
+        if filter_triples is None:
+            return ids
+        f_ids, f_known, _ = self._encode(filter_triples, 3, name="filter_triples")
+        return torch.cat([ids, f_ids[torch.as_tensor(f_known, device=self.device_)]])
+
+    def _score_ids(self, ids):
+        """:meth:`score_samples` of encoded triples."""
+        labels = np.stack([self.entities_[ids[:, 0].cpu().numpy()], self.relations_[ids[:, 1].cpu().numpy()],
+                           self.entities_[ids[:, 2].cpu().numpy()]], 1)
+        return self.score_samples(labels)
+
     def _queries(self, X, direction):
         """``(labels (n, 2), anchor ids, relation ids)`` of tail or head queries.
 
         ``labels`` holds ``(anchor, relation)``: the head for tail queries, the
         tail for head queries.
         """
-        _check_choice("direction", direction, ("tail", "head"))
+        _check_choice("direction", direction, ("tail", "head", "relation"))
+        if direction == "relation":
+            # (head, tail) pairs, or full triples whose relation is ignored
+            labels = kgdata.check_triples(X, n_columns=2, name="X", columns=("head", "tail"))
+            ids = _encode_strict(labels, self.entities_, self.entities_, self.device_, 2, name="X")
+            return labels, ids[:, 0], ids[:, 1]
         roles = kgdata.column_roles(X)
         expected = ("head", "relation") if direction == "tail" else ("relation", "tail")
         if roles is not None and len(roles) == 2 and roles != expected:
@@ -724,12 +1080,17 @@ class KGEmbedder(BaseEstimator):
         ----------
         X : array-like of shape (n_queries, 2) or (n_queries, 3)
             Tail queries ``(head, relation)``; for ``direction='head'``,
-            ``(relation, tail)`` pairs. A third column is ignored (tail queries) or
-            the head column is ignored (head queries given as triples). A
+            ``(relation, tail)`` pairs; for ``direction='relation'``,
+            ``(head, tail)`` pairs. A third column is ignored (tail queries) or
+            the head (head queries) or relation (relation queries) column of
+            triples is ignored. A
             DataFrame with columns named ``head``, ``relation`` (and ``tail``)
             is read by name.
         k : int, default=10
-        direction : {'tail', 'head'}, default='tail'
+        direction : {'tail', 'head', 'relation'}, default='tail'
+            Which element of the triple to predict; relations are ranked with
+            the same known-fact exclusion (the relations already known between
+            the pair). NBFNet needs one propagation per relation for it.
         exclude_known : bool, default=True
             Leave out answers already known from the training (and validation) triples.
         as_frame : bool, default=False
@@ -743,7 +1104,8 @@ class KGEmbedder(BaseEstimator):
         frame : pandas.DataFrame
             When ``as_frame=True``: ``k`` rows per query, in query order, with
             columns ``query`` (the query's position in ``X``), ``head`` and
-            ``relation`` (``relation`` and ``tail`` for head queries), ``rank``
+            ``relation`` (``relation`` and ``tail`` for head queries, ``head``
+            and ``tail`` for relation queries), ``rank``
             (1 to ``k``), ``label``, ``score`` and ``known`` (whether the answer
             is a training or validation fact, so always False with
             ``exclude_known=True``; a query then has fewer than ``k`` rows
@@ -763,20 +1125,28 @@ class KGEmbedder(BaseEstimator):
     def _predict_topk(self, X, k, direction, exclude_known, with_known=False):
         """``(query labels (n, 2), labels (n, k), scores (n, k), known (n, k) or None)``."""
         check_is_fitted(self)
-        n_ent = len(self.entities_)
-        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_ent:
-            raise ValueError(f"k must be an int in [1, {n_ent}] (the number of entities); got {k!r}.")
+        relation = isinstance(direction, str) and direction == "relation"
+        n_cand, what = (len(self.relations_), "relations") if relation else (len(self.entities_), "entities")
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= n_cand:
+            raise ValueError(f"k must be an int in [1, {n_cand}] (the number of {what}); got {k!r}.")
         _check_bool("exclude_known", exclude_known)
         query_labels, anchor, rel = self._queries(X, direction)
-        known = self._known_index() if exclude_known or with_known else None
+        known = None
+        if exclude_known or with_known:
+            known = self._known_index() if not relation else relation_index(
+                self._known_ids.to(self.device_), len(self.entities_), len(self.relations_))
         labels, scores, flags = [], [], []
         bs = query_batch_size(self.model_)
         self.model_.eval()
         with torch.no_grad():
             for i in range(0, anchor.shape[0], bs):
                 a, r = anchor[i:i + bs], rel[i:i + bs]
-                s = score_all(self.model_, a, r, direction, self._compile_scoring())
-                mask = known.mask(a, r, direction) if known is not None else None
+                if relation:  # r holds the tails of (head, tail) pairs
+                    s = score_relations(self.model_, a, r)
+                else:
+                    s = score_all(self.model_, a, r, direction, self._compile_scoring())
+                side = "tail" if relation else direction
+                mask = known.mask(a, r, side) if known is not None else None
                 if exclude_known:
                     if not with_known:  # a frame can hold fewer than k rows; arrays cannot
                         _check_enough_candidates(mask, k, i)
@@ -787,7 +1157,7 @@ class KGEmbedder(BaseEstimator):
                 if with_known:
                     flags.append(to_numpy(mask.gather(1, top.indices)))
         idx = np.concatenate(labels)
-        return (query_labels, self.entities_[idx], np.concatenate(scores).astype(np.float64),
+        return (query_labels, (self.relations_ if relation else self.entities_)[idx], np.concatenate(scores).astype(np.float64),
                 np.concatenate(flags) if with_known else None)
 
     def predict(self, X, direction="tail", exclude_known=True):
@@ -799,7 +1169,7 @@ class KGEmbedder(BaseEstimator):
         """
         return self.predict_topk(X, k=1, direction=direction, exclude_known=exclude_known)[0][:, 0]
 
-    def evaluate(self, X, filter_triples=None, batch_size=None):
+    def evaluate(self, X, filter_triples=None, batch_size=None, relation=False):
         """Filtered ranking metrics, per side and over both sides.
 
         Known answers from the training triples, ``valid`` of ``fit``, ``X`` itself
@@ -815,12 +1185,17 @@ class KGEmbedder(BaseEstimator):
         batch_size : int, optional
             Queries scored at once; by default as many as fit a bounded block
             of memory (see :func:`kgestimator.evaluation.query_batch_size`).
+        relation : bool, default=False
+            Also rank each triple's relation among all relations for its
+            ``(head, tail)`` pair, other known relations of the pair filtered
+            (reported under ``'relation'``, not in the overall metrics).
 
         Returns
         -------
         metrics : dict
             ``mrr``, ``mr``, ``hits@1``, ``hits@3``, ``hits@10``, ``n_triples``,
-            ``n_unknown`` and the same metrics under ``'head'`` and ``'tail'``.
+            ``n_unknown`` and the same metrics under ``'head'`` and ``'tail'``
+            (and ``'relation'`` with ``relation=True``).
         """
         check_is_fitted(self)
         if batch_size is not None:
@@ -836,10 +1211,16 @@ class KGEmbedder(BaseEstimator):
         if n_missing:
             warnings.warn(f"{n_missing} triple(s) have entities or relations unseen during fit; "
                           "they count as misses.", stacklevel=2)
+        _check_bool("relation", relation)
         key = digest(extra)
         index = self._known_index(extra) if key is None else self._evaluation_cache().get(
             "filter", key, lambda: self._known_index(extra))
-        return evaluate_ranks(self.model_, ids, index, n_missing, batch_size, self._compile_scoring())
+        result = evaluate_ranks(self.model_, ids, index, n_missing, batch_size, self._compile_scoring())
+        if relation:
+            known_rel = relation_index(torch.cat([self._known_ids.to(self.device_), extra]),
+                                       len(self.entities_), len(self.relations_))
+            result["relation"] = relation_metrics(self.model_, ids, known_rel, n_missing, batch_size)
+        return result
 
     def _evaluation_cache(self):
         cache = getattr(self, "_eval_cache", None)
@@ -927,6 +1308,10 @@ class KGEmbedder(BaseEstimator):
         tags.input_tags.categorical = True
         tags.target_tags.required = False
         tags.non_deterministic = False
+        # transform() gives per-triple features (not a TransformerMixin: no fit_transform)
+        from sklearn.utils import TransformerTags
+
+        tags.transformer_tags = TransformerTags(preserves_dtype=[])
         return tags
 
 
@@ -977,7 +1362,8 @@ def topk_columns(query_labels, labels, scores, known, direction, exclude_known):
     """
     n, k = labels.shape
     anchor, rel = query_labels[:, 0], query_labels[:, 1]
-    query = {"head": anchor, "relation": rel} if direction == "tail" else {"relation": rel, "tail": anchor}
+    query = ({"head": anchor, "relation": rel} if direction == "tail" else
+             {"relation": rel, "tail": anchor} if direction == "head" else {"head": anchor, "tail": rel})
     columns = {"query": np.repeat(np.arange(n), k),
                **{name: np.repeat(values, k) for name, values in query.items()},
                "rank": np.tile(np.arange(1, k + 1), n), "label": labels.ravel(),

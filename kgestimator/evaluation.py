@@ -1,4 +1,4 @@
-"""Filtered link-prediction ranking with realistic ties (ALGORITHMS.md §6).
+"""Filtered link-prediction ranking with realistic ties (docs/algorithms.md §6).
 
 For every evaluation triple there are two queries, ``(h, r, ?)`` and ``(?, r, t)``.
 Each batch of queries is scored against all entities at once (one matrix product
@@ -67,7 +67,7 @@ def score_all(model, anchor, rel, side, compile=False):
     if is_path_based(model):
         return model.score_all(anchor, rel, side)
     ent = model.entity
-    q = model.query(model.entities(anchor), model.relations(rel), side)
+    q = model.oriented_query(model.entities(anchor), rel, side)
     if model.bilinear:
         return q @ ent.T
     if compile:

@@ -74,7 +74,7 @@ class TripleSet:
     """Membership test for ``(anchor, relation, candidate)`` against known triples.
 
     Training-time samplers use it to drop true answers from their negatives
-    (ALGORITHMS.md §4.1 (a), §4.3). Each triple becomes one int64 key per side,
+    (docs/algorithms.md §4.1 (a), §4.3). Each triple becomes one int64 key per side,
     sorted once; a ``(B, N)`` block of candidates is tested with one
     ``searchsorted``.
     """

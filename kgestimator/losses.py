@@ -1,4 +1,4 @@
-"""Losses over a candidate list with the positive at index 0 (ALGORITHMS.md §2, §3, §5.3, §5.4).
+"""Losses over a candidate list with the positive at index 0 (docs/algorithms.md §2, §3, §5.3, §5.4).
 
 All functions take logits of shape ``(B, 1 + N)`` and average over rows.
 :data:`LOSSES` maps each ``loss`` parameter value to its function;
@@ -91,6 +91,11 @@ def l3_full(model):
     return model.entity.abs().pow(3).sum() + model.relation.abs().pow(3).sum()
 
 
+def l2_full(model):
+    """Squared L2 norm of the whole entity and relation tables (LibKGE's unweighted ``lp`` with ``p = 2``)."""
+    return model.entity.pow(2).sum() + model.relation.pow(2).sum()
+
+
 def _ce(logits, adversarial_temperature):
     """softmax cross-entropy over [positive, negatives]; the EMU code path"""
     return soft_cross_entropy(logits)
@@ -133,3 +138,14 @@ def training_loss(cfg, logits, emu_logits=None):
     return emu_combined_loss(loss, emu_logits, alpha=cfg.alpha, beta=beta, n_negatives=cfg.n_negatives,
                              normalize=cfg.emu_normalize,
                              bce_temperature=cfg.adversarial_temperature if cfg.loss == "bce" else None)
+
+
+def regularization(cfg, model, loss, factors, n_rows):
+    """``loss`` plus the regulariser: N3 over the step's ``factors`` (``n_rows`` queries), L3/L2 over the tables."""
+    if cfg.regularizer == "n3":
+        return loss + cfg.reg_weight * n3(factors, n_rows)
+    if cfg.regularizer == "l3":
+        return loss + cfg.reg_weight * l3_full(model)
+    if cfg.regularizer == "l2":
+        return loss + cfg.reg_weight * l2_full(model)
+    return loss

@@ -1,4 +1,4 @@
-"""EMU (Embedding MUtation) and the MIXUP baseline (ALGORITHMS.md §5.1, §5.2, §5.5).
+"""EMU (Embedding MUtation) and the MIXUP baseline (docs/algorithms.md §5.1, §5.2, §5.5).
 
 Negatives arrive in the chunked layout of the trainer: ``C`` chunks of ``c``
 positives, each chunk sharing ``N`` negative embeddings (``c = 1`` is the

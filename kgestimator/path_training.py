@@ -1,4 +1,4 @@
-"""The training step of path-based models (NBFNet; ALGORITHMS.md §1.7, §5.7).
+"""The training step of path-based models (NBFNet; docs/algorithms.md §1.7, §5.7).
 
 One step: the sampler picks the side of each positive (head queries become
 tail queries on inverse relations) -> strict negatives, uniform over the

@@ -111,7 +111,7 @@ def _rebuild(cls, meta, state, device):
     n_ent, n_rel = len(est.entities_), len(est.relations_)
     est.device_ = resolve_device(device)
     model = make_model(params["model"], n_ent, n_rel, est._sizes()["dim"], float(params["gamma"]),
-                       est._check_model_params())
+                       est._check_model_params(), reciprocal=bool(params.get("reciprocal", False)))
     model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
     known = state["known_ids"]
     if not (torch.is_tensor(known) and known.dtype == torch.long and known.ndim == 2 and known.shape[1] == 3):

@@ -4,7 +4,9 @@
 - :func:`plot_negative_hardness`: how close uniform, sampler and EMU negatives are to
   their positives (cosine similarity; Fig. 3 of the EMU paper);
 - :func:`plot_negatives_pca`: true tails and generated negatives in one PCA plane (Fig. 4);
-- :func:`plot_embedding_map`: every entity in two dimensions (PCA or t-SNE).
+- :func:`plot_embedding_map`: every entity in two dimensions (PCA or t-SNE);
+- :func:`show_or_save`: show the figures, or save them where there is no display.
+- :func:`plot_reliability_diagram`: calibrated probabilities against observed frequencies.
 
 Each function draws on ``ax`` (a new figure when None) and returns the Axes.
 EMU negatives come from :mod:`kgestimator.mutation`, the code training uses.
@@ -32,7 +34,63 @@ def _axes(ax):
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise ImportError(f"kgestimator.plotting needs matplotlib: {_INSTALL}") from exc
-    return plt.subplots(figsize=(6, 4))[1]
+    # constrained layout makes room for legends placed outside the axes
+    return plt.subplots(figsize=(6, 4), layout="constrained")[1]
+
+
+#: matplotlib backends that draw to files only: ``plt.show()`` does nothing under them
+_FILE_BACKENDS = ("agg", "cairo", "pdf", "pgf", "ps", "svg", "template")
+
+
+def show_or_save(name, directory=None):
+    """Show the open figures on a display; without one, save them as PNG files and print where.
+
+    On a machine with no display (over SSH, in CI, in a container) matplotlib
+    falls back to a file-only backend such as Agg, and ``plt.show()`` then
+    draws nothing and says nothing. The examples end with this function
+    instead, so that their figures are never silently lost. Under
+    sphinx-gallery, which collects the figures itself, it only shows.
+
+    Parameters
+    ----------
+    name : str
+        Stem of the file names: ``<name>.png``, or ``<name>_<i>.png`` for
+        several figures.
+    directory : str or path-like, optional
+        Where to write the files (created if needed); by default
+        ``kgestimator-figures`` in the system's temporary folder, so that
+        running an example leaves nothing in the working tree.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+        The files written, in figure order; empty when the figures were shown.
+    """
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    try:
+        import matplotlib
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(f"kgestimator.plotting needs matplotlib: {_INSTALL}") from exc
+    if matplotlib.get_backend().lower() not in _FILE_BACKENDS or "sphinx_gallery" in sys.modules:
+        plt.show()
+        return []
+    folder = Path(tempfile.gettempdir() if directory is None else directory)
+    if directory is None:
+        folder = folder / "kgestimator-figures"
+    folder.mkdir(parents=True, exist_ok=True)
+    numbers = plt.get_fignums()
+    paths = []
+    for i, number in enumerate(numbers, 1):
+        path = folder / (f"{name}.png" if len(numbers) == 1 else f"{name}_{i}.png")
+        plt.figure(number).savefig(path, dpi=100)
+        paths.append(path)
+        print(f"no display (matplotlib backend {matplotlib.get_backend()}): figure saved to {path}")
+    plt.close("all")
+    return paths
 
 
 # ---------------------------------------------------------------------- learning curves
@@ -66,27 +124,33 @@ def plot_learning_curves(estimators, ax=None):
         The loss axis (left); the validation MRR, when any was recorded (fit
         with ``valid`` or ``early_stopping``), is on a twin axis on the right.
     """
-    ax = _axes(ax)
+    ax = _axes(ax)  # first: it names the extra when matplotlib is missing
+    from matplotlib.lines import Line2D
+
     histories = _histories(estimators)
     mrr_ax = None
     for i, (name, history) in enumerate(histories.items()):
         colour = f"C{i % 10}"
         epochs = [r["epoch"] for r in history]
-        ax.plot(epochs, [r["loss"] for r in history], color=colour,
-                label=f"{name + ' ' if name else ''}loss")
+        ax.plot(epochs, [r["loss"] for r in history], color=colour, label=name or "loss")
         points = [(r["epoch"], r["valid_mrr"]) for r in history if "valid_mrr" in r]
         if points:
             mrr_ax = mrr_ax or ax.twinx()
-            mrr_ax.plot(*zip(*points), color=colour, linestyle="--", marker="o",
-                        label=f"{name + ' ' if name else ''}validation MRR")
+            mrr_ax.plot(*zip(*points), color=colour, linestyle="--", marker="o", label=name or "validation MRR")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss")
-    handles, labels = ax.get_legend_handles_labels()
     if mrr_ax is not None:
         mrr_ax.set_ylabel("filtered validation MRR")
-        more = mrr_ax.get_legend_handles_labels()
-        handles, labels = handles + more[0], labels + more[1]
-    ax.legend(handles, labels, fontsize="small")
+    # one entry per run (its colour) and one per quantity (its line style), below the axes
+    # where they hide no curve: five runs make 7 entries instead of 10 over the plot
+    named = [name for name in histories if name]
+    key = "grey" if named else "C0"
+    handles = [Line2D([], [], color=f"C{i % 10}", label=name) for i, name in enumerate(histories) if name]
+    handles.append(Line2D([], [], color=key, label="training loss" + (" (left)" if mrr_ax else "")))
+    if mrr_ax is not None:
+        handles.append(Line2D([], [], color=key, linestyle="--", marker="o", label="validation MRR (right)"))
+    ax.legend(handles=handles, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.16),
+              ncol=min(len(handles), 4), frameon=False)
     return ax
 
 
@@ -294,4 +358,47 @@ def plot_embedding_map(est, entities=None, hue=None, method="pca", annotate=Fals
                  f"{est.model})")
     ax.set_xticks([])
     ax.set_yticks([])
+    return ax
+
+
+# ---------------------------------------------------------------------- reliability
+def plot_reliability_diagram(y_true, probabilities, n_bins=10, ax=None):
+    """Reliability diagram: the fraction of true triples against the mean predicted probability, per bin.
+
+    A calibrated model follows the diagonal; the legend gives each curve's
+    expected calibration error (:func:`kgestimator.calibration.expected_calibration_error`).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        1 for true triples, 0 for negatives (e.g. from
+        :func:`kgestimator.calibration.labelled_triples`).
+    probabilities : array-like of shape (n,) or dict
+        Predicted probabilities, or ``{name: probabilities}`` for several curves
+        (before and after :meth:`~kgestimator.KGEmbedder.calibrate`, say).
+    n_bins : int, default=10
+        Equal-width bins of ``[0, 1]``; empty bins are left out.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+    """
+    from .calibration import calibration_bins, expected_calibration_error
+
+    ax = _axes(ax)
+    curves = probabilities if isinstance(probabilities, dict) else {"": probabilities}
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
+    for name, proba in curves.items():
+        conf, acc, count = calibration_bins(y_true, proba, n_bins)
+        seen = count > 0
+        ece = expected_calibration_error(y_true, proba, n_bins)
+        label = f"{name + ': ' if name else ''}ECE {ece:.3f}"
+        ax.plot(conf[seen], acc[seen], marker="o", label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted probability")
+    ax.set_ylabel("fraction of true triples")
+    ax.set_title("reliability diagram")
+    ax.legend(loc="upper left", fontsize="small")
     return ax

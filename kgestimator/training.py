@@ -25,12 +25,14 @@ from . import losses, path_training
 from ._utils import compiled, resolve_mixed_precision
 from .checkpoint import to_device
 from .filtering import KnownTriples
-from .losses import training_loss
+from .lcwa import LCWAStep
+from .losses import regularization, training_loss
 from .models import MODELS, EmbeddingModel, is_path_based, resolve_defaults
 from .models._base import sampled_scores
 from .models.transe import masked_l1
 from .mutation import emu_scores
 from .samplers import generate, n_generated, resolve_emu_resample, with_generated
+from .schedules import LRSchedule
 
 
 #: below this many training triples the one-off compile costs more than it saves
@@ -66,6 +68,10 @@ class TrainConfig:
     compile: bool
     sparse: bool
     mixed_precision: bool
+    training: str
+    label_smoothing: float
+    lr_scheduler: str | None
+    lr_scheduler_params: dict | None
 
 
 #: TrainConfig fields named differently among the estimator's parameters
@@ -258,7 +264,7 @@ def _score_negatives(model, pairwise, q, ids, neg, fake):
     """Scores ``(C, c, N)`` of the queries against the negatives ``ids`` (embedded as
     ``neg``, or None where they are scored against the whole table) and ``fake``."""
     if neg is None:
-        scores = sampled_scores(q.view(q.shape[0], -1), model.entity, ids).unsqueeze(1)
+        scores = sampled_scores(q.view(q.shape[0], -1), model.entity_table(), ids).unsqueeze(1)
     else:
         scores = pairwise(q, neg)
     if fake is not None:
@@ -292,8 +298,9 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
     if cfg.emu and (emu_ids is not None or full_table):
         wanted.append(neg_ids if emu_ids is None else emu_ids)
     anchor, pos, *cands = _lookup(model, *wanted)
-    rel = model.relations(batch[..., 1])
-    q = model.query(anchor, rel, side)
+    rel_ids, query_side = model.orient(batch[..., 1], side)   # reciprocal: head queries on r^-1
+    rel = model.relations(rel_ids)
+    q = model.query(anchor, rel, query_side)
     pos_scores = model.match(q, pos)            # (C, c)
 
     fake = generate(sampler, flat, side, model, anchor, q, generator, train=True)
@@ -329,12 +336,10 @@ def step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_dist
              for idx, side in sampler.sides(batch, step, generator)]
     logits = torch.cat([p[0] for p in parts])
     loss = training_loss(cfg, logits, torch.cat([p[1] for p in parts]) if cfg.emu else None)
+    factors = None
     if cfg.regularizer == "n3":
         factors = [torch.cat([p[2][i].reshape(-1, p[2][i].shape[-1]) for p in parts]) for i in range(3)]
-        loss = loss + cfg.reg_weight * losses.n3(factors, logits.shape[0])
-    elif cfg.regularizer == "l3":
-        loss = loss + cfg.reg_weight * losses.l3_full(model)
-    return loss
+    return regularization(cfg, model, loss, factors, logits.shape[0])
 
 
 @dataclass
@@ -479,7 +484,8 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
         When the loss or the weights stop being finite; the model is left with
         the last finite weights there are (see the message).
     """
-    loop = prepare(model, triples, sampler, cfg, generator, checkpoint, sync)
+    model.dropout_generator = generator
+    loop = prepare(model, triples, sampler, cfg, generator, checkpoint, sync, validate)
     try:
         while not loop.run.done:
             record = run_epoch(loop)
@@ -501,6 +507,9 @@ class _Loop:
     generator: object
     checkpoint: object
     sync: object
+    rows: object                 # what an epoch goes through: the triples, or KvsAll's distinct queries
+    lcwa: object                 # 1vsAll / KvsAll: the step function (lcwa.LCWAStep), else None
+    schedule: object             # lr_scheduler: a schedules.LRSchedule, else None
     known: object                # path-based models: the strict negatives' filter
     pairwise: object             # embedding models: pairwise_fn and masked_distance_fn
     masked_distance: object
@@ -513,23 +522,38 @@ class _Loop:
 
 
 def _step_parts(model, triples, sampler, cfg):
-    """``(known, pairwise, masked_distance)``: what the step function of the model needs."""
+    """``(known, pairwise, masked_distance, lcwa)``: what the step function of the model needs."""
+    if not is_path_based(model):
+        model.sparse = cfg.sparse
+    if cfg.training != "negative_sampling":
+        return None, None, None, LCWAStep(model, triples, cfg)
     if is_path_based(model):
         # NBFNet: strict negatives, edge removal, one propagation per batch
-        return KnownTriples(triples, model.n_entities, model.n_relations), None, None
-    model.sparse = cfg.sparse
-    return None, pairwise_fn(model, cfg.compile), masked_distance_fn(model, cfg.compile) if cfg.emu else None
+        return KnownTriples(triples, model.n_entities, model.n_relations), None, None, None
+    return None, pairwise_fn(model, cfg.compile), masked_distance_fn(model, cfg.compile) if cfg.emu else None, None
 
 
-def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None):
+def _schedule(cfg, total_steps, validate):
+    """The learning-rate schedule of ``lr_scheduler``, or None."""
+    if cfg.lr_scheduler is None:
+        return None
+    if cfg.lr_scheduler == "plateau" and validate is None:
+        raise ValueError("lr_scheduler='plateau' follows the validation MRR, and there are no validation "
+                         "triples: pass valid= to fit, or set early_stopping=True, or use 'cosine'.")
+    return LRSchedule(cfg.lr_scheduler, cfg.lr_scheduler_params, cfg.learning_rate, total_steps)
+
+
+def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None, validate=None):
     """The first stage of :func:`train`: the step function, the optimiser and the run, resumed from
     ``checkpoint`` when it holds one."""
-    n = triples.shape[0]
+    known, pairwise, masked_distance, lcwa = _step_parts(model, triples, sampler, cfg)
+    rows = triples if lcwa is None else lcwa.rows  # what an epoch goes through: triples, or KvsAll's queries
+    n = rows.shape[0]
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = cfg.max_steps or cfg.n_epochs * steps_per_epoch
-    known, pairwise, masked_distance = _step_parts(model, triples, sampler, cfg)
     check_generated(sampler, cfg.n_negatives)
+    schedule = _schedule(cfg, total_steps, validate)
     run = _Run()
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
@@ -537,8 +561,10 @@ def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None)
     optimizer = _optimizer(cfg, model, run.switched)
     if saved is not None:
         optimizer.load_state_dict(saved[1]["optimizer"])
-    return _Loop(model, triples, sampler, cfg, generator, checkpoint, sync, known, pairwise, masked_distance,
-                 optimizer, run, batch_size,
+        if schedule is not None:
+            schedule.load_state_dict(saved[0]["run"]["lr_schedule"])
+    return _Loop(model, triples, sampler, cfg, generator, checkpoint, sync, rows, lcwa, schedule, known, pairwise,
+                 masked_distance, optimizer, run, batch_size,
                  steps_per_epoch, total_steps, total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None)
 
 
@@ -556,7 +582,10 @@ def _save(loop):
     run, model = loop.run, loop.model
     if not _finite(model):
         raise _non_finite(f"The weights became non-finite by step {run.step}", run, model, loop.cfg, loop.checkpoint)
-    loop.checkpoint.save(*_snapshot(run, model, loop.optimizer, loop.generator, loop.sampler))
+    meta, state = _snapshot(run, model, loop.optimizer, loop.generator, loop.sampler)
+    if loop.schedule is not None:
+        meta = {**meta, "lr_schedule": loop.schedule.state_dict()}
+    loop.checkpoint.save(meta, state)
 
 
 def _check_loss(loop, loss):
@@ -568,10 +597,11 @@ def _check_loss(loop, loss):
 
 def run_epoch(loop):
     """Train until the end of the current epoch (or of the step budget); return the epoch's record."""
-    run, cfg, triples, n, bs = loop.run, loop.cfg, loop.triples, loop.triples.shape[0], loop.batch_size
+    run, cfg, triples, rows, bs = loop.run, loop.cfg, loop.triples, loop.rows, loop.batch_size
+    n = rows.shape[0]
     if run.perm is None:
         run.epoch, run.pos, run.n_steps, run.seconds = run.epoch + 1, 0, 0, 0.0
-        run.perm = torch.randperm(n, generator=loop.generator, device=triples.device)
+        run.perm = torch.randperm(n, generator=loop.generator, device=rows.device)
         run.loss_sum = torch.zeros((), device=triples.device)
     loop.model.train()
     t0 = time.perf_counter()
@@ -581,7 +611,9 @@ def run_epoch(loop):
             loop.optimizer = _optimizer(cfg, loop.model, True)
         idx = run.perm[torch.arange(run.pos * bs, (run.pos + 1) * bs, device=triples.device) % n]
         with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
-            if loop.known is not None:  # path-based
+            if loop.lcwa is not None:  # 1vsAll / KvsAll
+                loss = loop.lcwa(rows[idx], run.step, loop.generator)
+            elif loop.known is not None:  # path-based
                 loss = path_training.path_step_loss(loop.model, loop.sampler, cfg, triples[idx], run.step,
                                                     loop.generator, loop.known)
             else:
@@ -602,6 +634,8 @@ def run_epoch(loop):
         loop.optimizer.step()
         run.loss_sum += loss.detach()
         run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
+        if loop.schedule is not None:
+            loop.schedule.after_step(run.step, loop.optimizer)
         if loop.checkpoint is not None and loop.checkpoint.due(run.step):
             now = time.perf_counter()
             run.seconds, t0 = run.seconds + now - t0, now
@@ -621,6 +655,9 @@ def validate_epoch(loop, record, validate):
         return
     score = validate()
     record["valid_mrr"] = score
+    if loop.schedule is not None:
+        loop.schedule.after_validation(score, loop.optimizer)
+        record["lr"] = loop.schedule.lr
     if score > run.best:
         run.best, run.best_epoch, run.bad_evals = score, run.epoch, 0
         if cfg.early_stopping:

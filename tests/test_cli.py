@@ -3,6 +3,11 @@
 import inspect
 import json
 import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,7 +129,8 @@ def test_python_spelling_of_flags_is_accepted(folder, tmp_path, capsys):
 def test_train_writes_a_safe_model_and_reports_metrics(folder, tmp_path, capsys):
     path = tmp_path / "emu.kge"
     status = cli.main(["train", str(folder), "-o", str(path), *SMALL, "--emu", "--alpha", "0.3",
-                       "--mutation-ratio", "0.5", "--beta", "0.4", "--model", "transe", "--eval-every", "1"])
+                       "--mutation-ratio", "0.5", "--beta", "0.4", "--model", "transe", "--eval-every", "1",
+                       "--progress", "log"])
     assert status == 0
     out, err = capsys.readouterr()
     est = KGEmbedder.load(path)
@@ -135,10 +141,28 @@ def test_train_writes_a_safe_model_and_reports_metrics(folder, tmp_path, capsys)
     assert set(rows) == {"valid", "test"}
     assert float(rows["test"][1]) == pytest.approx(est.score(make_kg(
         n_entities=60, n_relations=8, n_triples=1500, random_state=0).test), abs=1e-4)
-    # without --quiet, one log line per epoch on stderr, with the validation MRR of that epoch
+    # --progress log: one log line per epoch on stderr, with the validation MRR of that epoch
     epoch_lines = [line for line in err.splitlines() if " epoch " in line]
     assert len(epoch_lines) == 2 and all("valid_mrr=" in line for line in epoch_lines)
     assert logging.getLogger("kgestimator").handlers[-1].__class__ is logging.NullHandler
+
+
+@pytest.mark.parametrize("terminal, argv, bar, lines", [
+    (False, [], False, 0),  # a log file or CI: nothing per epoch
+    (True, [], True, 0),  # a terminal: the bar
+    (True, ["--quiet"], False, 0),
+    (True, ["--progress", "log"], False, 2),
+    (False, ["--progress", "bar"], True, 0),
+    (True, ["--verbose", "0"], False, 0),  # an explicit --verbose decides
+])
+def test_train_progress_defaults_to_a_bar_on_a_terminal_only(folder, tmp_path, capsys, monkeypatch,
+                                                             terminal, argv, bar, lines):
+    monkeypatch.setattr("sys.stderr.isatty", lambda: terminal)
+    assert cli.main(["train", str(folder / "train.txt"), "-o", str(tmp_path / "m.kge"), *SMALL, *argv]) == 0
+    err = capsys.readouterr().err
+    assert ("loss=" in err and ("epoch/s" in err or "s/epoch" in err)) == bar  # tqdm's postfix and rate
+    assert len([line for line in err.splitlines() if " epoch " in line and "/2:" in line]) == lines
+    assert KGEmbedder.load(tmp_path / "m.kge").verbose == (0 if "--verbose" in argv else KGEmbedder().verbose)
 
 
 def test_train_verbose_shows_a_bar_instead_of_epoch_lines(folder, tmp_path, capsys):
@@ -297,6 +321,38 @@ def test_list_names_every_registered_component(capsys):
     assert all(len(line.split()) > 1 for line in lines if line.startswith("  "))  # each has a description
 
 
+def test_list_reads_the_same_entries_as_the_imported_registries(monkeypatch, capsys):
+    from kgestimator import _catalog
+
+    for _, module, name in _catalog.SECTIONS:
+        read, imported = _catalog.registry(module, name), _catalog.imported_registry(module, name)
+        assert list(read.items()) == list(imported.items())  # same keys, order, classes, summaries
+    # where the source cannot be read, list falls back to the imported registries
+    assert cli.main(["list"]) == 0
+    expected = capsys.readouterr().out
+    monkeypatch.setattr(_catalog, "_module_file", lambda module: Path("/nonexistent") / module)
+    assert cli.main(["list"]) == 0
+    assert capsys.readouterr().out == expected
+
+
+def test_list_names_each_model_class_once(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "  nbfnet" in out and "NBFNet: NBFNet:" not in out
+    assert re.search(r"^  transe\s+TransE: ", out, re.M)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["demo", "--help"], ["--version"]])
+def test_help_and_list_do_not_import_torch(argv):
+    # torch and scikit-learn take seconds to import; these commands need neither
+    code = ("import sys\nfrom kgestimator import cli\ntry:\n    cli.main(%r)\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('torch', 'sklearn', 'scipy') if m in sys.modules))" % (argv,))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
     class ClosedPipe:
         def write(self, text):
@@ -310,3 +366,15 @@ def test_a_closed_pipe_is_not_an_error(monkeypatch, capsys):
         cli.main(["list"])
     assert info.value.code == 141
     assert capsys.readouterr().err == ""
+
+
+def test_lazy_package_still_reaches_names_and_submodules():
+    # the package imports its modules on first use; what an eager import gave must still work
+    code = ("import sys, kgestimator\nassert 'torch' not in sys.modules\n"
+            "assert 'transe' in kgestimator.models.MODELS and kgestimator.KGEmbedder.__name__ == 'KGEmbedder'\n"
+            "assert set(kgestimator.__all__) <= set(dir(kgestimator))\n"
+            "try:\n    kgestimator.nosuch\nexcept AttributeError:\n    print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"

@@ -4,6 +4,7 @@ import re
 import runpy
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -99,11 +100,18 @@ def test_examples_exist():
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
-def test_example_runs(path, monkeypatch, capsys, one_thread):
+def test_example_runs(path, monkeypatch, capsys, one_thread, tmp_path):
     monkeypatch.setenv("KGESTIMATOR_EXAMPLE_FAST", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")  # only used when matplotlib is installed
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where show_or_save writes without a display
     runpy.run_path(str(path), run_name="__main__")
-    assert capsys.readouterr().out.strip()  # every example prints its results
+    out = capsys.readouterr().out
+    assert out.strip()  # every example prints its results
+    # an example that draws saves its figures under a headless backend, and says where
+    saved = [Path(line.rsplit("figure saved to ", 1)[1]) for line in out.splitlines() if "figure saved to " in line]
+    if "show_or_save(" in path.read_text() and "matplotlib.pyplot" in sys.modules:
+        assert saved and all(p.is_file() and p.read_bytes()[:4] == b"\x89PNG" for p in saved)
+        assert all(tmp_path in p.parents for p in saved)
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         plt.close("all")

@@ -414,8 +414,24 @@ def test_dataset_dir_nothing_found(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "cwd")
     # Pretend the package lives in a checkout without a shared/ sibling.
     monkeypatch.setattr(datasets_module, "__file__", str(tmp_path / "a" / "b" / "kgestimator" / "datasets.py"))
-    with pytest.raises(FileNotFoundError, match="set the KGESTIMATOR_DATA environment variable"):
+    with pytest.raises(FileNotFoundError, match="set KGESTIMATOR_DATA to a folder") as info:
         dataset_dir("nations")
+    # an installed copy (no pyproject.toml beside the package) never suggests a folder beside site-packages
+    assert str(tmp_path / "shared") in str(info.value) and str(tmp_path / "a") not in str(info.value)
+
+
+def test_dataset_dir_error_names_each_folder_once(tmp_path, monkeypatch):
+    # a fresh clone run from its root: ../shared/datasets of the working directory and of
+    # the repository are one folder, which the message used to list twice
+    monkeypatch.delenv("KGESTIMATOR_DATA", raising=False)
+    repo = tmp_path / "clone"
+    (repo / "kgestimator").mkdir(parents=True)
+    (repo / "pyproject.toml").write_text("")
+    monkeypatch.chdir(repo)
+    monkeypatch.setattr(datasets_module, "__file__", str(repo / "kgestimator" / "datasets.py"))
+    with pytest.raises(FileNotFoundError) as info:
+        dataset_dir()
+    assert str(info.value).count(str(tmp_path / "shared" / "datasets")) == 1
 
 
 @pytest.mark.parametrize(

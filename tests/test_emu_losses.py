@@ -1,4 +1,4 @@
-"""EMU mutation, ULS, the combined loss and self-adversarial weights (ALGORITHMS.md §11.1)."""
+"""EMU mutation, ULS, the combined loss and self-adversarial weights (docs/algorithms.md §2.2, §5)."""
 
 import math
 

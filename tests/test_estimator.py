@@ -120,7 +120,7 @@ def test_k_validation(fitted):
     ("optimizer", "sgd", "'optimizer' parameter"),
     ("learning_rate", 0, "'learning_rate' parameter"),
     ("sampler", "nope", "'sampler' parameter"),
-    ("regularizer", "l2", "'regularizer' parameter"),
+    ("regularizer", "l1", "'regularizer' parameter"),
     ("device", "tpu:9", "'device' parameter"),
     ("compile", "always", "'compile' parameter"),
     ("uls", "yes", "'uls' parameter"),

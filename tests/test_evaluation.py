@@ -1,4 +1,4 @@
-"""Filtered ranking with realistic ties (ALGORITHMS.md §6, §11.1 items 10-11)."""
+"""Filtered ranking with realistic ties (docs/algorithms.md §6)."""
 
 import math
 

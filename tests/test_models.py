@@ -28,7 +28,7 @@ def _tiny(name, dim=4, seed=0):
 
 
 def _reference(name, model, h, r, t):
-    """Scores written out coordinate by coordinate from ALGORITHMS.md §1."""
+    """Scores written out coordinate by coordinate from docs/algorithms.md §1."""
     g, d, rho = 6.0, model.dim, model.rho
     if name == "transe":
         return g - sum(abs(h[i] + r[i] - t[i]) for i in range(d))

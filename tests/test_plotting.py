@@ -49,14 +49,41 @@ def test_learning_curves(emu_fitted):
     assert loss_line.get_ydata().tolist() == [r["loss"] for r in emu_fitted.history_]
     mrr_ax = [other for other in ax.figure.axes if other is not ax][0]
     assert mrr_ax.get_lines()[0].get_xdata().tolist() == [2, 4]
-    assert _legend(ax) == ["loss", "validation MRR"]
+    assert _legend(ax) == ["training loss (left)", "validation MRR (right)"]
 
 
 def test_learning_curves_compare_runs(emu_fitted, fitted):
     ax = plotting.plot_learning_curves({"EMU": emu_fitted, "uniform": fitted.history_})
     _png(ax)
-    assert _legend(ax)[:2] == ["EMU loss", "uniform loss"]
+    assert _legend(ax) == ["EMU", "uniform", "training loss (left)", "validation MRR (right)"]
     assert ax.get_lines()[0].get_color() != ax.get_lines()[1].get_color()
+    # the legend sits below the axes, over no curve
+    ax.figure.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert legend.y1 < ax.get_window_extent().y0
+
+
+def test_show_or_save_writes_the_figures_without_a_display(fitted, tmp_path, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    plotting.plot_learning_curves(fitted)
+    plotting.plot_embedding_map(fitted)
+    monkeypatch.setattr("matplotlib.get_backend", lambda: "agg")
+    monkeypatch.delitem(sys.modules, "sphinx_gallery", raising=False)
+    paths = plotting.show_or_save("curves", tmp_path / "figs")
+    assert paths == [tmp_path / "figs" / "curves_1.png", tmp_path / "figs" / "curves_2.png"]
+    assert all(path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in paths)
+    out = capsys.readouterr().out
+    assert all(f"figure saved to {path}" in out for path in paths)
+    assert plt.get_fignums() == []
+    # where a display (an interactive backend) is available, show and write nothing
+    plotting.plot_learning_curves(fitted)
+    monkeypatch.setattr("matplotlib.get_backend", lambda: "QtAgg")
+    monkeypatch.setattr(plt, "show", lambda: None)
+    assert plotting.show_or_save("shown", tmp_path / "other") == []
+    assert not (tmp_path / "other").exists()
+    plt.close("all")
 
 
 def test_negative_hardness_emu_is_closer_than_uniform(emu_fitted, kg):

@@ -54,11 +54,21 @@ def check_model_params(name, params):
                          f"it takes {accepted if accepted else 'none'}.")
 
 
-def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, generator=None):
-    """Build the model ``name``; ``model_params`` are its own keyword arguments (checked by name)."""
+def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, generator=None, reciprocal=False):
+    """Build the model ``name``; ``model_params`` are its own keyword arguments (checked by name).
+
+    ``reciprocal``: embedding models get ``2 * n_relations`` relation rows, the
+    second half for the inverse relations (``EmbeddingModel.orient``). NBFNet
+    always answers head queries on inverse relations, so it ignores the flag.
+    """
     params = dict(model_params or {})
     check_model_params(name, params)
-    return MODELS[name](n_entities, n_relations, dim, gamma, generator=generator, **params)
+    cls = MODELS[name]
+    if reciprocal and not is_path_based(cls):
+        model = cls(n_entities, 2 * n_relations, dim, gamma, generator=generator, **params)
+        model.reciprocal = True
+        return model
+    return cls(n_entities, n_relations, dim, gamma, generator=generator, **params)
 
 
 __all__ = ["MODELS", "EMBEDDING_MODELS", "EmbeddingModel", "TransE", "DistMult", "ComplEx", "RotatE", "HAKE",

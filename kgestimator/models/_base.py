@@ -172,6 +172,20 @@ class EmbeddingModel(nn.Module):
         Margin / initialisation constant.
     generator : torch.Generator, optional
         Seeded generator used for initialisation.
+    init_scale : float, optional
+        ``rho`` itself, instead of ``(gamma + 2) / dim``: bilinear models whose
+        published recipes start from tiny weights (kbc's ComplEx-N3: about
+        ``1e-3``) cannot reach them through ``gamma``, which must stay positive.
+
+    Attributes
+    ----------
+    reciprocal : bool
+        Set by :func:`~kgestimator.models.make_model`: the relation table holds
+        a second row per relation for its inverse, and head queries ``(?, r, t)``
+        are answered as tail queries ``(t, r^-1, ?)`` (see :meth:`orient`).
+    entity_dropout, relation_dropout : float
+        Dropout of looked-up rows (and of the candidate table in 1vsAll/KvsAll)
+        while training; 0 outside ``fit``.
     """
 
     #: real columns per entity and per relation, as multiples of ``dim``
@@ -183,13 +197,19 @@ class EmbeddingModel(nn.Module):
     #: what ``KGEmbedder`` uses for the parameters left at None
     default_params = {"dim": 100, "batch_size": 1000, "n_negatives": 256}
 
-    def __init__(self, n_entities, n_relations, dim, gamma=24.0, generator=None):
+    reciprocal = False
+    entity_dropout = 0.0
+    relation_dropout = 0.0
+    #: the trainer's seeded generator, so that dropout masks are reproducible
+    dropout_generator = None
+
+    def __init__(self, n_entities, n_relations, dim, gamma=24.0, generator=None, init_scale=None):
         super().__init__()
         self.n_entities = int(n_entities)
         self.n_relations = int(n_relations)
         self.dim = int(dim)
         self.register_buffer("gamma", torch.tensor(float(gamma)))
-        self.rho = (float(gamma) + 2.0) / self.dim
+        self.rho = float(init_scale) if init_scale is not None else (float(gamma) + 2.0) / self.dim
         self.entity = nn.Parameter(self._uniform(n_entities, self.entity_factor * dim, generator))
         self.relation = nn.Parameter(
             self._uniform(n_relations, self.relation_factor * dim, generator)
@@ -206,10 +226,36 @@ class EmbeddingModel(nn.Module):
     sparse = False
 
     def entities(self, ids):
-        return rows(self.entity, ids, self.sparse)
+        return self._drop(rows(self.entity, ids, self.sparse), self.entity_dropout)
 
     def relations(self, ids):
-        return rows(self.relation, ids, self.sparse)
+        return self._drop(rows(self.relation, ids, self.sparse), self.relation_dropout)
+
+    def entity_table(self):
+        """The whole entity table as candidates: with dropout while training (LibKGE's ``embed_all``)."""
+        return self._drop(self.entity, self.entity_dropout)
+
+    def _drop(self, x, p):
+        if not p or not self.training:
+            return x
+        keep = torch.rand(x.shape, generator=self.dropout_generator, device=x.device) >= p
+        return x * keep.to(x.dtype) / (1.0 - p)
+
+    def orient(self, rel, side):
+        """``(relation ids, side)`` a query is computed with.
+
+        With reciprocal relations a head query ``(?, r, t)`` is the tail query
+        ``(t, r^-1, ?)``: relation ``r + n_relations / 2`` and side ``'tail'``.
+        Without, the query keeps its relation and side.
+        """
+        if self.reciprocal and side == "head":
+            return rel + self.n_relations // 2, "tail"
+        return rel, side
+
+    def oriented_query(self, anchor, rel_ids, side):
+        """``query`` of anchor embeddings and relation ids, through :meth:`orient`."""
+        rel_ids, side = self.orient(rel_ids, side)
+        return self.query(anchor, self.relations(rel_ids), side)
 
     # -- interaction ----------------------------------------------------------
     def query(self, anchor, rel, side):

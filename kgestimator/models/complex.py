@@ -1,4 +1,4 @@
-"""ComplEx: ``s = Re(sum_i h_i r_i conj(t_i))`` (ALGORITHMS.md §1.4).
+"""ComplEx: ``s = Re(sum_i h_i r_i conj(t_i))`` (docs/algorithms.md §1.4).
 
 Rows are laid out ``[real (d) | imaginary (d)]``, split by chunking, not
 interleaved, as in the reference code.

@@ -1,4 +1,4 @@
-"""DistMult: ``s = sum_i h_i r_i t_i`` (ALGORITHMS.md §1.3)."""
+"""DistMult: ``s = sum_i h_i r_i t_i`` (docs/algorithms.md §1.3)."""
 
 from ._base import EmbeddingModel
 

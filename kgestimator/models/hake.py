@@ -1,4 +1,4 @@
-"""HAKE: phase (half-angle sine) plus modulus with a clamped mixture bias (ALGORITHMS.md §1.6)."""
+"""HAKE: phase (half-angle sine) plus modulus with a clamped mixture bias (docs/algorithms.md §1.6)."""
 
 import torch
 from torch import nn
@@ -23,8 +23,8 @@ class HAKE(EmbeddingModel):
     relation_factor = 3
 
     def __init__(self, n_entities, n_relations, dim, gamma=24.0, generator=None,
-                 phase_weight=0.5, modulus_weight=1.0):
-        super().__init__(n_entities, n_relations, dim, gamma, generator)
+                 phase_weight=0.5, modulus_weight=1.0, init_scale=None):
+        super().__init__(n_entities, n_relations, dim, gamma, generator, init_scale)
         with torch.no_grad():
             self.relation[:, dim:2 * dim] = 1.0
             self.relation[:, 2 * dim:] = 0.0

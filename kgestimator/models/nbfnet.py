@@ -1,4 +1,4 @@
-"""NBFNet: the Neural Bellman-Ford network (Zhu et al. 2021; ALGORITHMS.md §1.7).
+"""NBFNet: the Neural Bellman-Ford network (Zhu et al. 2021; docs/algorithms.md §1.7).
 
 A path-based model: it has no entity table. A query ``(u, q)`` (source node,
 query relation) starts from a boundary condition that puts the query vector on
@@ -31,7 +31,7 @@ from torch.utils.checkpoint import checkpoint as _checkpoint
 AGGREGATES = ("pna", "sum")
 MESSAGES = ("distmult", "transe")
 
-#: the official configurations (ALGORITHMS.md §1.7) as KGEmbedder keyword arguments;
+#: the official configurations (docs/algorithms.md §1.7) as KGEmbedder keyword arguments;
 #: NBFNet's temperature T divides the scores, ``adversarial_temperature`` multiplies: 1 / T
 REFERENCE_PARAMS = {
     "fb15k237": dict(model="nbfnet", dim=32, loss="bce", n_negatives=32, batch_size=64, learning_rate=5e-3,

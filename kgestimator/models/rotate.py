@@ -1,4 +1,4 @@
-"""RotatE: ``s = gamma - sum_i |h_i r_i - t_i|`` with ``|r_i| = 1`` (ALGORITHMS.md §1.5)."""
+"""RotatE: ``s = gamma - sum_i |h_i r_i - t_i|`` with ``|r_i| = 1`` (docs/algorithms.md §1.5)."""
 
 import torch
 

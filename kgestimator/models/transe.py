@@ -1,4 +1,4 @@
-"""TransE: ``s = gamma - ||h + r - t||_1`` (ALGORITHMS.md §1.2)."""
+"""TransE: ``s = gamma - ||h + r - t||_1`` (docs/algorithms.md §1.2)."""
 
 import torch
 

@@ -1,4 +1,4 @@
-"""Negative samplers (ALGORITHMS.md §4).
+"""Negative samplers (docs/algorithms.md §4).
 
 A sampler decides which side of each positive is corrupted and draws the
 negatives, on the device, with the estimator's seeded generator. Negatives

@@ -1,4 +1,4 @@
-"""Uniform and Bernoulli corruption (ALGORITHMS.md §4.1 (b), §4.2)."""
+"""Uniform and Bernoulli corruption (docs/algorithms.md §4.1 (b), §4.2)."""
 
 import torch
 from sklearn.base import BaseEstimator

@@ -1,4 +1,4 @@
-"""DANS: generated negative embeddings from a two-way generator (ALGORITHMS.md §4.5).
+"""DANS: generated negative embeddings from a two-way generator (docs/algorithms.md §4.5).
 
 Two generators with FiLM conditioning produce candidate-side embeddings:
 
@@ -6,7 +6,7 @@ Two generators with FiLM conditioning produce candidate-side embeddings:
 * ``G_R`` (entity-relation pathway) is conditioned on the model's *query
   vector* for the kept entity and relation. For DistMult that is ``e ⊙ r``,
   the reference's input for tails; for heads the reference uses ``e ⊙ (1/r)``,
-  which blows up near ``r = 0`` (§9.5.5), whereas the query vector is the
+  which blows up near ``r = 0`` (docs/algorithms.md §7.2), whereas the query vector is the
   model's own notion of "what the missing entity should look like" and works
   for every model (ComplEx, RotatE, HAKE, TransE), so the pathway is not tied
   to a diagonal relation.
@@ -20,7 +20,7 @@ produce ``n_fake`` negatives per pathway and positive; the gradient of the
 base loss flows through them into the anchors, as in the reference.
 
 The base model stays the estimator's model (the reference fine-tunes an
-R-GCN + DistMult). Bugs of the reference code fixed here (§9.5):
+R-GCN + DistMult). Bugs of the reference code fixed here (docs/algorithms.md §7.2):
 
 * FiLM networks live inside the generators and are trained by their optimiser
   (the reference never optimises them); ``legacy_frozen_film=True`` freezes them;

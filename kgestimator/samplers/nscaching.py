@@ -1,4 +1,4 @@
-"""NSCaching: caches of high-scoring negatives per query (ALGORITHMS.md §4.4).
+"""NSCaching: caches of high-scoring negatives per query (docs/algorithms.md §4.4).
 
 One cache row of ``cache_size`` (N1) entity ids per distinct ``(h, r)`` key
 (tail negatives) and per distinct ``(r, t)`` key (head negatives), on the
@@ -6,7 +6,7 @@ device. Per step and side:
 
 * **sample**: ``N`` ids per positive drawn uniformly, with replacement, from
   its cache row (the reference's ``unif`` draw, extended from one to ``N``
-  negatives as ALGORITHMS.md recommends for the EMU setting);
+  negatives as docs/algorithms.md §4.4 describes for the EMU setting);
 * **update**, before the gradient step, with the current parameters: for the
   distinct keys of the batch, the row plus ``candidate_size`` (N2) uniform
   entities are scored, and the new row is drawn from ``softmax(score / T)``

@@ -1,4 +1,4 @@
-"""SAN: structure-aware negatives from the k-hop neighbourhood (ALGORITHMS.md §4.3).
+"""SAN: structure-aware negatives from the k-hop neighbourhood (docs/algorithms.md §4.3).
 
 Candidate pools are built once per fit from the undirected, relation-agnostic
 adjacency of the training triples and stored CSR-style on the device
@@ -15,7 +15,7 @@ Two ways to build the pools:
   the distinct endpoints of ``n_random_walks`` walks of exactly ``k_hop`` steps.
   Every walk restarts from the entity. The reference code does not reset the
   walker's neighbour list between walks, so from the second walk on each walk
-  continues from the previous endpoint (ALGORITHMS.md §9.2.1);
+  continues from the previous endpoint (docs/algorithms.md §7.1);
   ``legacy_chained_walks=True`` reproduces that.
 
 Pools larger than ``max_candidates`` keep a uniform random subset. Entities

@@ -1,0 +1,264 @@
+"""Training regimes (issue 16): 1vsAll / KvsAll, reciprocal relations, N3, dropout, schedules, EMU on top.
+
+One command per cell (a table row is one or two cells); every cell is resumable:
+
+    python benchmarks/regimes.py list                      # the cells and their parameters
+    python benchmarks/regimes.py run CELL [CELL ...]       # train + evaluate; skips finished cells
+    python benchmarks/regimes.py run CELL --epochs 3 --tag short   # a short check, own JSON/checkpoint
+    python benchmarks/regimes.py run CELL --max-steps 1000 --tag s1000
+    python benchmarks/regimes.py report                    # the table from the JSON files
+    python benchmarks/regimes.py memory                    # 1vsAll step memory at 1e5 and 1e6 entities
+    python benchmarks/regimes.py throughput                # 1vsAll vs sampled epoch, ComplEx, FB15k-237
+
+Each cell trains with ``checkpoint_dir=<results>/ckpt/<cell>`` and
+``checkpoint_every`` steps (``--checkpoint-steps``), so a killed run loses at
+most that many steps: rerunning the same command resumes it. A finished cell
+writes ``<results>/<cell>.json`` (parameters, per-epoch history, filtered test
+metrics, wall time) and is skipped afterwards. Test metrics: filtered by
+train + valid + test, realistic ranks, both directions (ALGORITHMS.md §6).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine, peak_rss_mb, write_json  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "regimes")
+
+
+def _cells():
+    from kgestimator import PRESETS
+
+    # BENCHMARKS.md §1 protocol for the small graphs: dim 100, batch 500, <= 200 epochs,
+    # validation every 10 epochs, patience 3, Adam lr 0.01
+    small = dict(dim=100, batch_size=500, n_epochs=200, eval_every=10, patience=3, early_stopping=True,
+                 learning_rate=0.01, reciprocal=True, training="1vsall")
+    cells = {}
+    for ds in ("nations", "kinship"):
+        for model in ("distmult", "complex"):
+            cells[f"{ds}-{model}-1vsall"] = (ds, dict(small, model=model))
+            cells[f"{ds}-{model}-1vsall-emu"] = (ds, dict(small, model=model, emu=True))
+            cells[f"{ds}-{model}-kvsall"] = (ds, dict(small, model=model, training="kvsall", label_smoothing=0.1))
+    kbc_fb = PRESETS["kbc-fb15k237-complex-n3"]
+    kbc_wn = PRESETS["kbc-wn18rr-complex-n3"]
+    for ds, kbc in (("FB15k-237", kbc_fb), ("WN18RR", kbc_wn)):
+        key = ds.lower().replace("-", "")
+        for model in ("distmult", "complex"):
+            cells[f"{key}-{model}-kbc"] = (ds, dict(kbc, model=model))
+            cells[f"{key}-{model}-kbc-emu"] = (ds, dict(kbc, model=model, emu=True))
+        cells[f"{key}-complex-kbc-d500"] = (ds, dict(kbc, dim=500))
+        for model in ("distmult", "complex"):
+            preset = f"libkge-{key}-{model}"
+            cells[preset] = (ds, dict(PRESETS[preset]))
+    # TransE in 1vsAll: the blocked (non-matrix-product) path; lr and batch as today's TransE runs
+    cells["fb15k237-transe-1vsall"] = ("FB15k-237", dict(model="transe", dim=100, training="1vsall",
+                                                         reciprocal=True, learning_rate=0.001, batch_size=500,
+                                                         n_epochs=50, eval_every=5, early_stopping=True,
+                                                         patience=2))
+    return cells
+
+
+def _path(results, name, tag):
+    return os.path.join(results, f"{name}{'@' + tag if tag else ''}.json")
+
+
+def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0, eval_every=None,
+             max_steps=None):
+    from kgestimator import KGEmbedder, load_dataset
+
+    out = _path(results, name, tag)
+    if os.path.exists(out):
+        print(f"{name}{'@' + tag if tag else ''}: done already ({out})", flush=True)
+        return
+    dataset, params = _cells()[name]
+    params = dict(params, random_state=seed, verbose=0)
+    if epochs is not None:
+        params["n_epochs"] = epochs
+        params["eval_every"] = min(params.get("eval_every", 5), epochs)
+    if eval_every is not None:
+        params["eval_every"] = eval_every
+    if max_steps is not None:
+        params["max_steps"] = max_steps
+    ckpt = os.path.join(results, "ckpt", f"{name}{'@' + tag if tag else ''}")
+    data = load_dataset(dataset)
+    est = KGEmbedder(**params, checkpoint_dir=ckpt, checkpoint_every=checkpoint_steps)
+    print(f"# {name}: {dataset} {json.dumps({k: v for k, v in params.items()}, default=str)}", flush=True)
+    t0 = time.perf_counter()
+    est.fit(data.train, valid=data.valid)
+    fit_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    metrics = est.evaluate(data.test, filter_triples=data.valid)
+    eval_s = time.perf_counter() - t0
+    history = est.history_
+    record = {
+        "cell": name, "tag": tag, "dataset": dataset, "params": params, "machine": machine(),
+        "steps": history[-1]["step"] if history else 0, "epochs": len(history),
+        "train_seconds": sum(h["seconds"] for h in history), "fit_seconds_this_process": fit_s,
+        "eval_seconds": eval_s, "peak_rss_mb": peak_rss_mb(), "history": history,
+        "best_valid_mrr": max((h["valid_mrr"] for h in history if "valid_mrr" in h), default=None),
+        "test": {k: metrics[k] for k in ("mrr", "mr", "hits@1", "hits@3", "hits@10", "n_triples")},
+    }
+    print(f"{name}: test MRR {metrics['mrr']:.4f} H@10 {metrics['hits@10']:.4f}, {record['steps']} steps, "
+          f"{record['train_seconds']:.0f} s training", flush=True)
+    write_json(out, record)
+
+
+#: today's best filtered test MRR per dataset and model (BENCHMARKS.md §1 and §8, issue 16's table)
+TODAY = {("nations", "distmult"): 0.714, ("nations", "complex"): 0.677, ("kinship", "distmult"): 0.506,
+         ("kinship", "complex"): 0.794, ("FB15k-237", "distmult"): 0.317, ("FB15k-237", "complex"): 0.324,
+         ("FB15k-237", "transe"): 0.303, ("WN18RR", "distmult"): 0.439, ("WN18RR", "complex"): 0.462}
+
+
+def report(results):
+    rows = []
+    for fname in sorted(os.listdir(results)) if os.path.isdir(results) else []:
+        if fname.endswith(".json"):
+            with open(os.path.join(results, fname)) as fh:
+                rows.append(json.load(fh))
+    print("| cell | dataset | model | dim | regime | test MRR | H@10 | today's best | steps | epochs | "
+          "training time | seed |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        p = r["params"]
+        regime = p.get("training", "negative_sampling") + (" + reciprocal" if p.get("reciprocal") else "") + (
+            " + EMU" if p.get("emu") else "")
+        name = r["cell"] + (f" @{r['tag']}" if r.get("tag") else "")
+        today = TODAY.get((r["dataset"], p["model"]))
+        print(f"| {name} | {r['dataset']} | {p['model']} | {p['dim']} | {regime} | {r['test']['mrr']:.3f} | "
+              f"{r['test']['hits@10']:.3f} | {today if today is not None else '–'} | {r['steps']} | "
+              f"{r['epochs']} | {r['train_seconds'] / 60:.1f} min | {p['random_state']} |")
+
+
+# ---------------------------------------------------------------------- memory
+def _memory_child(n_entities, dim, batch):
+    """One 1vsAll DistMult step (forward + backward) at ``n_entities``: extra peak memory over the baseline."""
+    import torch
+
+    from kgestimator import lcwa
+    from kgestimator.models import make_model
+    from kgestimator.training import TrainConfig
+
+    g = torch.Generator().manual_seed(0)
+    model = make_model("distmult", n_entities, 10, dim, 24.0, generator=g, reciprocal=True)
+    triples = torch.stack([torch.randint(n_entities, (batch,), generator=g), torch.randint(10, (batch,), generator=g),
+                           torch.randint(n_entities, (batch,), generator=g)], 1)
+    step = lcwa.LCWAStep(model, triples, TrainConfig(training="1vsall"))
+    # the gradient buffers exist before the step in any training run: count them in the baseline
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    with open("/proc/self/statm") as fh:
+        base_mb = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    t0 = time.perf_counter()
+    loss = step(triples, 0, g)
+    loss.backward()
+    seconds = time.perf_counter() - t0
+    queries = 2 * batch
+    return {"n_entities": n_entities, "dim": dim, "batch_triples": batch, "queries": queries,
+            "score_elements_budget": lcwa.SCORE_ELEMENTS, "chunks": -(-n_entities // max(1, lcwa.SCORE_ELEMENTS // queries)),
+            "baseline_rss_mb": base_mb, "peak_rss_mb": peak_rss_mb(), "step_extra_mb": peak_rss_mb() - base_mb,
+            "unchunked_scores_mb": queries * n_entities * 4 / 2 ** 20,
+            "table_mb": n_entities * dim * 4 / 2 ** 20, "step_seconds": seconds, "loss": float(loss)}
+
+
+def memory(results, dim, batch):
+    rows = []
+    for n in (100_000, 1_000_000):
+        out = subprocess.run([sys.executable, __file__, "_memory", str(n), str(dim), str(batch)],
+                             capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-3000:], file=sys.stderr)
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        print(f"{n:>9} entities: {r['queries']} queries x {n} = {r['unchunked_scores_mb']:.0f} MB of scores "
+              f"unchunked; {r['chunks']} chunks; step peak {r['step_extra_mb']:.0f} MB over a baseline of "
+              f"{r['baseline_rss_mb']:.0f} MB (table {r['table_mb']:.0f} MB); {r['step_seconds']:.1f} s", flush=True)
+    write_json(os.path.join(results, "memory.json"), {"machine": machine(), "rows": rows})
+
+
+# ---------------------------------------------------------------------- throughput
+_THROUGHPUT_CHILD = """
+import json, sys
+from kgestimator import KGEmbedder, load_dataset
+kind, steps = sys.argv[1], int(sys.argv[2])
+train = load_dataset("FB15k-237").train
+kw = dict(model="complex", dim=100, batch_size=1000, learning_rate=0.01, random_state=0)
+if kind == "1vsall":
+    kw.update(training="1vsall", reciprocal=True)
+elif kind == "ns-chunk1":
+    kw.update(neg_chunk_size=1)
+KGEmbedder(max_steps=3, **kw).fit(train)                       # warm-up: allocator, threads
+est = KGEmbedder(max_steps=steps, **kw).fit(train)
+print(json.dumps({"step_s": est.history_[-1]["seconds"] / steps, "steps_per_epoch": -(-len(train) // 1000)}))
+"""
+
+
+def throughput(results, rounds, steps_ns, steps_all):
+    """Seconds per epoch of ComplEx on FB15k-237, interleaved: sampled negatives vs 1vsAll."""
+    kinds = [("ns", steps_ns), ("ns-chunk1", steps_ns), ("1vsall", steps_all)]
+    measured = {k: [] for k, _ in kinds}
+    for i in range(rounds):
+        for kind, steps in kinds:
+            out = subprocess.run([sys.executable, "-c", _THROUGHPUT_CHILD, kind, str(steps)], capture_output=True,
+                                 text=True, env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)})
+            if out.returncode:
+                print(out.stderr[-3000:], file=sys.stderr)
+                continue
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            measured[kind].append(r["step_s"] * r["steps_per_epoch"])
+            print(f"round {i}: {kind}: {measured[kind][-1]:.1f} s / epoch", flush=True)
+    med = {k: sorted(v)[len(v) // 2] for k, v in measured.items() if v}
+    ratios = {f"1vsall/{k}": med["1vsall"] / med[k] for k in ("ns", "ns-chunk1") if k in med and "1vsall" in med}
+    print(json.dumps({"median_epoch_seconds": med, "ratios": ratios}, indent=1))
+    write_json(os.path.join(results, "throughput.json"),
+               {"machine": machine(), "epoch_seconds": measured, "median": med, "ratios": ratios,
+                "settings": "ComplEx dim 100, batch 1000 triples, lr 0.01 Adam; ns: 256 negatives, "
+                            "neg_chunk_size 100; ns-chunk1: neg_chunk_size 1; 1vsall: reciprocal, both directions"})
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["list", "run", "report", "memory", "throughput", "_memory"])
+    p.add_argument("cells", nargs="*")
+    p.add_argument("--results", default=RESULTS)
+    p.add_argument("--epochs", type=int, default=None, help="override n_epochs (a short check)")
+    p.add_argument("--tag", default=None, help="suffix of the JSON and checkpoint names (e.g. 'short')")
+    p.add_argument("--checkpoint-steps", type=int, default=2000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=None, help="override eval_every (epochs)")
+    p.add_argument("--max-steps", type=int, default=None, help="a step budget instead of the epochs (a short check)")
+    p.add_argument("--dim", type=int, default=100)
+    p.add_argument("--batch", type=int, default=500)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--steps-ns", type=int, default=40)
+    p.add_argument("--steps-all", type=int, default=10)
+    args = p.parse_args()
+    if args.command == "list":
+        for name, (ds, params) in _cells().items():
+            print(f"{name}: {ds} {json.dumps(params, default=str)}")
+    elif args.command == "run":
+        unknown = sorted(set(args.cells) - set(_cells()))
+        if unknown or not args.cells:
+            sys.exit(f"unknown or no cells {unknown}; see `python {sys.argv[0]} list`")
+        for name in args.cells:
+            run_cell(name, args.results, args.epochs, args.tag, args.checkpoint_steps, args.seed, args.eval_every,
+                     args.max_steps)
+    elif args.command == "report":
+        report(args.results)
+    elif args.command == "memory":
+        memory(args.results, args.dim, args.batch)
+    elif args.command == "throughput":
+        throughput(args.results, args.rounds, args.steps_ns, args.steps_all)
+    else:
+        n, dim, batch = (int(x) for x in args.cells)
+        print(json.dumps(_memory_child(n, dim, batch)))
+
+
+if __name__ == "__main__":
+    main()
