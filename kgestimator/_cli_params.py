@@ -4,7 +4,9 @@ The signature of ``KGEmbedder.__init__`` gives the names and defaults, and its
 numpydoc docstring gives the help text, so a new parameter becomes a flag
 (``n_epochs`` -> ``--n-epochs``) with no change here. Values are parsed as
 literals (``true``/``false``, ``none``, numbers, else the string) and checked
-by the estimator's own validation, which names the parameter.
+by the estimator's own validation, which names the parameter; path-valued
+parameters (``path-like`` in their docstring type) take the string as it is,
+so ``--checkpoint-dir 2024`` is the folder ``2024``.
 """
 
 import argparse
@@ -82,7 +84,8 @@ def add_estimator_arguments(parser, cls):
         help_text = " ".join(part for part in (_first_sentence(text), f"[{kind}]" if kind else
                                                f"[default={param.default!r}]") if part)
         extra = dict(nargs="?", const=True) if isinstance(param.default, bool) else {}
-        group.add_argument(flag(name), dest=f"param_{name}", type=parse_value,
+        parse = str if "path-like" in kind else parse_value
+        group.add_argument(flag(name), dest=f"param_{name}", type=parse,
                            default=argparse.SUPPRESS, metavar="VALUE", help=help_text.replace("%", "%%"),
                            **extra)
         names.append(name)

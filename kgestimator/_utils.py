@@ -68,23 +68,61 @@ def to_numpy(t):
     return t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
 
 
-def check_number(name, value, low, high=None, integer=False, low_open=False, owner=None):
-    """Raise a ValueError naming the parameter unless ``value`` is a number in range."""
+def check_number(name, value, low, high=None, integer=False, low_open=False, owner=None, finite=False):
+    """Raise a ValueError naming the parameter unless ``value`` is a number in range.
+
+    ``finite=True`` refuses ``inf`` too (and, given ``high``, anything above it).
+    """
     kind = numbers.Integral if integer else numbers.Real
-    ok = isinstance(value, kind) and not isinstance(value, bool)
+    ok = isinstance(value, kind) and not isinstance(value, (bool, np.bool_))
     if ok:
         ok = (value > low if low_open else value >= low) and (high is None or value <= high)
+        ok = ok and not (finite and not np.isfinite(float(value)))
     if not ok:
         bracket = "(" if low_open else "["
-        rng = f"{bracket}{low}, {high if high is not None else 'inf'}]"
-        what = "an int" if integer else "a number"
+        top = high if high is not None else ("inf)" if finite else "inf")
+        rng = f"{bracket}{low}, {top}" + ("" if str(top).endswith(")") else "]")
+        what = "an int" if integer else ("a finite number" if finite and high is None else "a number")
         prefix = f"{owner}: the" if owner else "The"
         raise ValueError(f"{prefix} {name!r} parameter must be {what} in {rng}; got {value!r}.")
 
 
+def as_bool(value):
+    """``np.bool_`` as a Python bool, anything else unchanged.
+
+    Every boolean parameter follows one rule: ``True``/``False`` or numpy's
+    ``np.True_``/``np.False_`` (what a grid built with numpy holds), never
+    ``1``, ``0`` or a string.
+    """
+    return bool(value) if isinstance(value, np.bool_) else value
+
+
+def check_bool(name, value, owner=None):
+    """Raise a ValueError naming the parameter unless ``value`` is a bool (``np.bool_`` included)."""
+    if not isinstance(value, (bool, np.bool_)):
+        prefix = f"{owner}: the" if owner else "The"
+        raise ValueError(f"{prefix} {name!r} parameter must be a bool; got {value!r}.")
+
+
+def check_seed(name, value):
+    """Raise a ValueError naming the parameter unless ``value`` seeds numpy.
+
+    None, an int in ``[0, 2**32 - 1]`` or a ``numpy.random.RandomState``
+    (what :func:`sklearn.utils.check_random_state` takes).
+    """
+    if value is None or isinstance(value, np.random.RandomState):
+        return
+    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) \
+            and 0 <= value <= 2**32 - 1:
+        return
+    raise ValueError(f"The {name!r} parameter must be None, an int in [0, 2**32 - 1] or a "
+                     f"numpy.random.RandomState; got {value!r}.")
+
+
 def check_choice(name, value, choices, owner=None):
     """Raise a ValueError naming the parameter unless ``value`` is one of ``choices``."""
-    # strict: 1 is not True and 0 is not False
+    # strict: 1 is not True and 0 is not False; np.True_ is True (see as_bool)
+    value = as_bool(value)
     if not any(value is c or (c is not None and isinstance(value, type(c)) and value == c)
                for c in choices):
         prefix = f"{owner}: the" if owner else "The"

@@ -1,18 +1,30 @@
-"""Training checkpoints: one file per ``checkpoint_dir``, replaced atomically.
+"""Training checkpoints: one file per run, replaced atomically.
 
-``<checkpoint_dir>/checkpoint.pt`` uses the safe container of
+Each run (training data plus the parameters that shape the computation) has
+its own sub-folder ``<checkpoint_dir>/run-<fingerprint>``, named after a hash
+of both: the clones of a grid search or a cross-validation, which share one
+``checkpoint_dir``, each get their own, and rerunning the same search finds
+each fit's checkpoint again. ``checkpoint.pt`` there uses the safe container of
 :mod:`kgestimator._container` (tensors plus JSON with a checksum; loading it
 runs no code) and holds everything the next step depends on (see
-:func:`kgestimator.training.train`), so resuming continues the same run.
+:func:`kgestimator.training.train`), so resuming continues the same run. The
+fingerprint itself is stored inside and checked again on resume.
 
-Beside it, a fingerprint of the training data and of the parameters that
-shape the computation: resuming with other data or parameters would not
-continue that run, and is refused.
+A lock file (``.lock``, an OS advisory lock the kernel drops when the process
+dies, so a killed run never leaves it stuck) keeps a second concurrent fit off
+a run's folder.
 """
 
 import hashlib
 import json
 import os
+import warnings
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+    import msvcrt
 
 import torch
 
@@ -22,6 +34,8 @@ FORMAT = "kgestimator-checkpoint"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.pt"
 _TMP_PREFIX = ".checkpoint-"
+LOCKNAME = ".lock"
+RUN_PREFIX = "run-"
 #: parameters that change neither the numbers nor the order of training (callbacks may
 #: stop a run early, which the checkpoint records, but not change its steps)
 IGNORED_PARAMS = ("verbose", "checkpoint_dir", "checkpoint_every", "device", "n_threads", "distributed",
@@ -49,13 +63,20 @@ def fingerprint(params, device, arrays):
     return {"params": json.loads(json.dumps(kept, sort_keys=True, default=repr)), "data": h.hexdigest()}
 
 
+def run_name(fingerprint):
+    """The sub-folder name of a run: ``run-`` and 16 hex digits of its fingerprint's hash."""
+    text = json.dumps(fingerprint, sort_keys=True)
+    return RUN_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
 class Checkpointer:
-    """Reads and writes the checkpoint of one run.
+    """Reads and writes the checkpoint of one run; a context manager holding the run's lock.
 
     Parameters
     ----------
     directory : str or path-like
-        The run's folder, created when missing.
+        The ``checkpoint_dir``; the run's sub-folder (see :func:`run_name`) is
+        created in it when missing.
     every : int or None
         Optimiser steps between checkpoints; None: at the end of every epoch.
     fingerprint : dict
@@ -63,21 +84,74 @@ class Checkpointer:
     """
 
     def __init__(self, directory, every, fingerprint):
-        self.directory = os.fspath(directory)
+        self.root = os.fspath(directory)
         self.every = every
         self.fingerprint = fingerprint
+        self.directory = os.path.join(self.root, run_name(fingerprint))
         self.path = os.path.join(self.directory, FILENAME)
         #: step of the last checkpoint written or read (None: none yet)
         self.step = None
+        self._lock = None
+
+    def __enter__(self):
+        self.prepare()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     def prepare(self):
-        """Create the folder; drop temporary files left by a run killed mid-write."""
-        if os.path.exists(self.directory) and not os.path.isdir(self.directory):
-            raise ValueError(f"The 'checkpoint_dir' parameter must be a folder; {self.directory!r} is a file.")
+        """Create the run's folder and lock it; drop temporary files left by a run killed mid-write.
+
+        Raises ValueError when another fit holds the lock.
+        """
+        if os.path.exists(self.root) and not os.path.isdir(self.root):
+            raise ValueError(f"The 'checkpoint_dir' parameter must be a folder; {self.root!r} is a file.")
+        legacy = os.path.join(self.root, FILENAME)
+        if os.path.isfile(legacy) and self._is_mine(legacy):
+            # a checkpoint written before runs had sub-folders: resume it where it is
+            self.directory, self.path = self.root, legacy
         os.makedirs(self.directory, exist_ok=True)
+        self._acquire()
+        # only the lock holder writes temporary files here, so any left are from a killed run
         for name in os.listdir(self.directory):
             if name.startswith(_TMP_PREFIX) and name.endswith(".tmp"):
                 os.remove(os.path.join(self.directory, name))
+
+    def _is_mine(self, path):
+        try:
+            meta, _ = read_payload(path, FORMAT, FORMAT_VERSION, "kgestimator checkpoint")
+        except ValueError:
+            return False
+        return (meta.get("fingerprint") or {}) == self.fingerprint
+
+    def _acquire(self):
+        fh = open(os.path.join(self.directory, LOCKNAME), "a+b")
+        try:
+            if fcntl is not None:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            else:  # pragma: no cover - Windows
+                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
+        except OSError as exc:
+            held = fcntl is None or isinstance(exc, BlockingIOError)
+            if not held:  # a file system without locks (some network mounts): go on, and say so
+                warnings.warn(f"Could not lock the checkpoint folder {self.directory} ({exc}); a second "
+                              "concurrent fit of this run would not be detected.", RuntimeWarning, stacklevel=4)
+                self._lock = fh
+                return
+            fh.close()
+            raise ValueError(
+                f"Another fit is running on the checkpoint folder {self.directory} (same data and "
+                "parameters); two fits of one run would overwrite each other's checkpoints. Wait for it "
+                "to finish, or give this fit another checkpoint_dir.") from None
+        self._lock = fh
+
+    def close(self):
+        """Release the run's lock (the kernel also drops it when the process dies)."""
+        if self._lock is not None:
+            # closing the file releases the lock (flock and msvcrt alike)
+            self._lock.close()
+            self._lock = None
 
     def due(self, step):
         return self.every is not None and step % self.every == 0

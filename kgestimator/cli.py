@@ -235,16 +235,23 @@ def _read_splits(args, source, splits, download=False):
 
 
 def _read_queries(args, path):
-    """Rows of a tab-separated query file (``-``: stdin), all of 2 or all of 3 fields."""
+    """Rows of a tab-separated query file (``-``: stdin), all of 2 or all of 3 fields.
+
+    Read exactly as ``train`` reads triples (:func:`kgestimator.datasets.text_lines`):
+    UTF-8 with an optional byte-order mark, lines ended by ``\\n``, ``\\r\\n`` or ``\\r`` only.
+    """
+    from .datasets import text_lines
+
     if path == "-":
-        lines, name = sys.stdin.read().splitlines(), "<stdin>"
+        data, name = sys.stdin.buffer.read(), "<stdin>"
     else:
         if not Path(path).is_file():
             raise _error(args, f"no such queries file: {path}")
-        try:
-            lines, name = Path(path).read_text(encoding="utf-8-sig").splitlines(), path
-        except UnicodeDecodeError as exc:
-            raise _error(args, f"{path}: not valid UTF-8 ({exc.reason})") from None
+        data, name = Path(path).read_bytes(), path
+    try:
+        lines = text_lines(data, name)
+    except ValueError as exc:
+        raise _error(args, str(exc)) from None
     rows = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

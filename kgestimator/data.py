@@ -123,6 +123,7 @@ def check_triples(X, *, n_columns=3, name="X", columns=None):
     kind = arr.dtype.kind
     if kind == "U":
         _check_no_empty_strings(arr, name, cols)
+        _check_no_nul(arr, name, cols)
         return arr
     if kind in "iu":
         return _ints_to_int64(arr, name, cols)
@@ -175,7 +176,7 @@ def _as_array(X, name):
         )
     pd = sys.modules.get("pandas")
     if pd is not None and isinstance(X, pd.DataFrame):
-        return _frame_to_array(X)
+        return _frame_to_array(X, name)
     if (
         X is None
         or isinstance(X, (str, bytes, Mapping, AbstractSet))
@@ -239,7 +240,24 @@ def column_roles(X):
     return next((layout for layout in _NAMED_LAYOUTS if names.issuperset(layout)), None)
 
 
-def _frame_to_array(df):
+def _check_unambiguous_columns(df, name):
+    """Refuse a DataFrame where a role name (any case) labels more than one column."""
+    seen = {}
+    for c in df.columns:
+        low = str(c).lower()
+        if low in _COLUMN_NAMES:
+            seen.setdefault(low, []).append(c)
+    clash = {role: cs for role, cs in seen.items() if len(cs) > 1}
+    if clash:
+        role, cs = next(iter(clash.items()))
+        raise ValueError(
+            f"{name}: the DataFrame has {len(cs)} columns named {role!r} (any case): {[str(c) for c in cs]}; "
+            "column names are read without regard to case, so keep one of them"
+        )
+
+
+def _frame_to_array(df, name="X"):
+    _check_unambiguous_columns(df, name)
     roles = column_roles(df)
     if roles is not None:
         by_name = {str(c).lower(): c for c in df.columns}
@@ -267,6 +285,26 @@ def _check_no_empty_strings(arr, name, cols):
     if empty.any():
         where = _position(np.argmax(empty.ravel()), cols)
         raise ValueError(f"{name} contains an empty-string label at {where}")
+
+
+def _check_no_nul(arr, name, cols):
+    """Refuse NUL characters inside the labels of a numpy unicode array, as for other inputs.
+
+    numpy pads with NULs, so only a NUL before the end of a label is one: the
+    label then holds fewer non-NUL code points than its length.
+    """
+    if not arr.size or arr.dtype.itemsize == 0:
+        return
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    codes = flat.view(np.uint32).reshape(flat.size, -1)
+    lengths = np.char.str_len(flat)
+    # one count over the whole array; the per-label pass only when there is a NUL to locate
+    if np.count_nonzero(codes) != lengths.sum():
+        i = int(np.argmax(np.count_nonzero(codes, axis=1) < lengths))
+        raise ValueError(
+            f"{name} contains the label {str(arr.reshape(-1)[i])!r} with a NUL character at "
+            f"{_position(i, cols)}; labels cannot hold NUL characters"
+        )
 
 
 def _ints_to_int64(arr, name, cols):

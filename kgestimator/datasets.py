@@ -28,6 +28,31 @@ _COLUMNS = ("head", "relation", "tail")
 # --------------------------------------------------------------------------
 
 
+def text_lines(data, name):
+    """The lines of UTF-8 bytes as :func:`load_triples` reads them (also for query files).
+
+    A byte-order mark is dropped; ``\\n``, ``\\r\\n`` and ``\\r`` end lines and
+    nothing else does (``str.splitlines`` would also break at U+2028, form
+    feeds and the like, which are valid inside labels). Invalid UTF-8 and NUL
+    characters raise a ValueError naming ``name`` and the 1-based line.
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ValueError(f"{name}, line {line}: not valid UTF-8 ({exc.reason})") from None
+    # universal newlines: a lone "\r" (old Mac files, a CRLF file cut after
+    # its "\r") ends a line instead of becoming part of a label
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ValueError(
+            f"{name}, line {line}: NUL character; the file is binary or not "
+            "UTF-8 text (UTF-16?)"
+        )
+    return text.split("\n")
+
+
 def load_triples(path, *, sep="\t"):
     """Read triples from a UTF-8 text file, one ``head sep relation sep tail`` a line.
 
@@ -71,22 +96,7 @@ def load_triples(path, *, sep="\t"):
             data = gzip.decompress(data)
         except (OSError, EOFError) as exc:
             raise ValueError(f"{path}: not a valid gzip file ({exc})") from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8 ({exc.reason})") from None
-
-    # universal newlines: a lone "\r" (old Mac files, a CRLF file cut after
-    # its "\r") ends a line instead of becoming part of a label
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if "\x00" in text:
-        line = text.count("\n", 0, text.index("\x00")) + 1
-        raise ValueError(
-            f"{path}, line {line}: NUL character; the file is binary or not "
-            "UTF-8 text (UTF-16?)"
-        )
-    lines = text.split("\n")
+    lines = text_lines(data, path)
     n_lines = len(lines)
     blank = np.fromiter(map(str.isspace, lines), dtype=bool, count=n_lines)
     blank |= np.fromiter(map(len, lines), dtype=np.int64, count=n_lines) == 0

@@ -5,6 +5,7 @@ import io
 import json
 import numbers
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 
@@ -29,8 +30,11 @@ from .lcwa import TRAININGS
 from .relations import relation_index, relation_metrics, score_relations
 from .memory import activation_estimate, check_training_fits
 from .models import MODELS, check_model_params, is_path_based, make_model, resolve_defaults
+from ._utils import as_bool
+from ._utils import check_bool as _check_bool
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
+from ._utils import check_seed
 from .samplers import UniformSampler, make_sampler, n_generated
 from .schedules import check_schedule
 from ._threads import fit_threads, torch_threads
@@ -38,19 +42,39 @@ from .model_selection import train_test_split_triples
 from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrupted, check_generated, make_config,
                        train)
 
-#: EMU defaults per model, EMU paper Table 5 (FB15k-237/WN18RR, d=100) and Tables 7, 15.
-#: The tables print the code's keep-negative flag under "n_P/d", so
+#: The EMU paper's settings, per model, as (alpha, keep flag as printed under "n_P/d", beta): Table 5
+#: (FB15k-237/WN18RR, d=100) with Table 7 (HAKE) and Table 15 (NBFNet); the released scripts'
+#: experiments_EMU.sh, one setting for every model; Table 12's DistMult setting, whose MRR is the
+#: paper's DistMult result. The tables print the code's keep-negative flag under "n_P/d", so
 #: mutation_ratio = 1 - flag (docs/algorithms.md §5.2).
-EMU_DEFAULTS = {
-    #            alpha, flag,  beta
-    "complex": (0.34, 0.92, 0.12),
-    "distmult": (0.73, 0.94, 0.25),
-    "rotate": (0.11, 0.39, 0.53),
-    "transe": (0.11, 0.39, 0.53),
-    "hake": (0.10, 0.128, 0.964),
-    # Table 15 (NBFNet + EMU): read with the same convention as Table 5
-    "nbfnet": (1.0, 0.94, 0.25),
+_PAPER_SETTINGS = {
+    "table5": {
+        #            alpha, flag,  beta
+        "complex": (0.34, 0.92, 0.12),
+        "distmult": (0.73, 0.94, 0.25),
+        "rotate": (0.11, 0.39, 0.53),
+        "transe": (0.11, 0.39, 0.53),
+        "hake": (0.10, 0.128, 0.964),
+        "nbfnet": (1.0, 0.94, 0.25),
+    },
+    "scripts": {model: (0.11, 0.39, 0.53) for model in ("complex", "distmult", "rotate", "transe", "hake", "nbfnet")},
+    "table12": {"distmult": (0.11, 0.914, 0.53)},
 }
+
+#: Named EMU settings: ``EMU_PRESETS[name][model]`` is a dict of ``alpha``, ``mutation_ratio`` and
+#: ``beta``, e.g. ``KGEmbedder(model="distmult", emu=True, **EMU_PRESETS["table5"]["distmult"])``.
+EMU_PRESETS = {name: {model: {"alpha": a, "mutation_ratio": round(1.0 - flag, 6), "beta": b}
+                      for model, (a, flag, b) in table.items()}
+               for name, table in _PAPER_SETTINGS.items()}
+
+#: What ``'auto'`` resolves to, per model, as (alpha, keep flag, beta). DistMult and ComplEx take the
+#: released scripts' setting, not Table 5's: at equal budget it beat both Table 5 and no EMU on every
+#: graph measured (FB15k-237 for both and WN18RR for ComplEx under the reference schedule, nations
+#: and make_kg at the library's defaults; BENCHMARKS.md §8, benchmarks/emu_defaults.py), while Table
+#: 5's values scored below no EMU on FB15k-237 and, for ComplEx, on nations. The other models keep
+#: their table values (Table 5's RotatE and TransE values are the scripts' setting).
+EMU_DEFAULTS = {**_PAPER_SETTINGS["table5"], "complex": _PAPER_SETTINGS["scripts"]["complex"],
+                "distmult": _PAPER_SETTINGS["scripts"]["distmult"]}
 
 #: loss name -> one line for ``kgestimator list`` (the registry is :data:`kgestimator.losses.LOSSES`)
 LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}
@@ -59,13 +83,35 @@ EMU_MODES = (False, True, "mixup", "ls_only")
 REGULARIZERS = (None, "n3", "l3", "l2")
 
 
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"The {name!r} parameter must be a bool; got {value!r}.")
+#: held while a fit swaps in its state and while a method takes its snapshot, so a
+#: thread predicting during another thread's refit sees the old state or the new, never a mix
+_FITTED_LOCK = threading.Lock()
+#: the largest gamma whose initialisation range (gamma + 2) / dim is a finite float32
+GAMMA_MAX = float(np.finfo(np.float32).max) / 2
+#: (parameter, value above which a divergence is most likely its doing)
+DIVERGENCE_SUSPECTS = (("learning_rate", 1.0), ("gamma", 1e3), ("alpha", 1e3), ("reg_weight", 1e3),
+                       ("adversarial_temperature", 1e3))
 
 
-#: EMU weights for a config read only for its sizes (the memory check runs before they matter)
-_NO_EMU = {"alpha": 0.0, "mutation_ratio": 0.0, "beta": 0.0}
+def _params_at_fit(est):
+    """The parameters a fit runs with, copied (sampler objects cloned) so later ``set_params``
+    calls cannot reach them; ``save`` writes these, never the current ones."""
+    from sklearn.base import clone
+
+    # callbacks are run-time hooks (open runs, files), neither saved nor part of the model: not copied
+    return {name: value if name == "callbacks" else as_bool(clone(value, safe=False))
+            for name, value in est.get_params(deep=False).items()}
+
+
+def _on_snapshot(method):
+    """Run ``method`` on :meth:`KGEmbedder._snapshot`: one fit's state even during a refit."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        return method(self._snapshot(), *args, **kwargs)
+
+    return wrapper
 
 
 def _check_enough_candidates(known_mask, k, offset):
@@ -250,21 +296,24 @@ class KGEmbedder(BaseEstimator):
     device : str, default='auto'
         ``'auto'`` uses CUDA when available.
     random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, shuffling and sampling. Pass an int for
+        Seeds initialisation, shuffling and sampling (an int in ``[0, 2**32 - 1]``). Pass an int for
         reproducible output across multiple function calls (CPU).
     verbose : int, default=0
         When positive, a progress bar over epochs on stderr with the loss and the
         last validation MRR; otherwise one INFO record per epoch on the
         ``kgestimator`` logger (shown once logging is configured).
     checkpoint_dir : str or path-like, default=None
-        Folder of a training checkpoint (``checkpoint.pt``, replaced atomically).
-        When it already holds one, ``fit`` resumes from it and continues the
+        Folder of training checkpoints. Each run (training data and the
+        parameters other than ``verbose``, the checkpoint settings, the device
+        index, ``n_threads`` and ``callbacks``) gets a sub-folder ``run-<fingerprint>`` holding
+        ``checkpoint.pt``, replaced atomically, so the clones of a grid search
+        or a cross-validation can share one folder. When the run's sub-folder
+        already holds a checkpoint, ``fit`` resumes from it and continues the
         same run: weights, optimiser state, random generator, sampler state,
         history and step counter, so that on CPU the result is identical to an
-        uninterrupted fit. Resuming requires the same training data and
-        parameters (only ``verbose``, the checkpoint settings and the device
-        index may change); otherwise ``fit`` raises a ValueError. Use one folder
-        per run: a finished run's folder makes ``fit`` return its final model.
+        uninterrupted fit; a finished run's checkpoint makes ``fit`` return its
+        final model. A second fit of the same run while one is running (another
+        process or thread) is refused with a ValueError.
     checkpoint_every : int or None, default=None
         Optimiser steps between checkpoints (None: at the end of every epoch);
         a crash loses at most this much work. A checkpoint is also written at
@@ -334,6 +383,8 @@ class KGEmbedder(BaseEstimator):
     device_ : torch.device
     n_threads_ : int
         torch's CPU threads during ``fit`` (see ``n_threads``).
+    checkpoint_path_ : str or None
+        The run's checkpoint file under ``checkpoint_dir`` (None without one).
     distributed_ : dict or None
         With ``distributed=True``: ``rank``, ``world_size``, ``backend``,
         ``batch_size_per_rank``, ``triples_per_second`` (each rank's training
@@ -346,9 +397,17 @@ class KGEmbedder(BaseEstimator):
     Ctrl-C (``KeyboardInterrupt``) during ``fit`` stops training and leaves a
     fitted estimator with the best weights so far (the best validation weights
     under ``early_stopping``, else the latest), with a warning that says so;
-    the last checkpoint is kept for resuming. A NaN or infinite loss stops
-    ``fit`` with a ``FloatingPointError`` that suggests what to change; the
-    estimator keeps the last finite weights.
+    the last checkpoint is kept for resuming. Any other failure leaves the
+    estimator as it was before ``fit`` (fitted state is assigned only when a
+    fit succeeds). A NaN or infinite loss stops ``fit`` with a
+    ``FloatingPointError`` that names the likely cause; the error's
+    ``estimator`` attribute holds a copy fitted with the last finite weights
+    (None when there are none).
+
+    Prediction, scoring, evaluation and ``save`` are safe to call from several
+    threads, also while another thread refits the estimator: each call sees
+    one fit's state. ``set_params`` during such calls, or two concurrent fits
+    of one estimator, are not supported.
 
     ``save``/``load`` exchange models safely: ``load`` reads tensors and JSON
     only. ``joblib.load`` or ``pickle.load`` of a file can run arbitrary code:
@@ -430,7 +489,7 @@ class KGEmbedder(BaseEstimator):
                 value = default
             else:
                 high = None if name == "alpha" else 1.0
-                _check_number(name, value, 0.0, high)
+                _check_number(name, value, 0.0, high, finite=True)
             resolved[name] = float(value)
         return resolved
 
@@ -445,7 +504,7 @@ class KGEmbedder(BaseEstimator):
         for name in ("dim", "n_negatives", "batch_size"):  # None: the model's default
             if getattr(self, name) is not None:
                 _check_number(name, getattr(self, name), 1, integer=True)
-        _check_number("gamma", self.gamma, 0.0, low_open=True)
+        _check_number("gamma", self.gamma, 0.0, GAMMA_MAX, low_open=True, finite=True)
         _check_number("neg_chunk_size", self.neg_chunk_size, 1, integer=True)
         _check_choice("emu", self.emu, EMU_MODES)
         if not (isinstance(self.emu_resample, str) and self.emu_resample == "auto"):
@@ -453,9 +512,9 @@ class KGEmbedder(BaseEstimator):
         for name in ("uls", "emu_normalize", "early_stopping"):
             _check_bool(name, getattr(self, name))
         _check_choice("loss", self.loss, LOSSES)
-        _check_number("adversarial_temperature", self.adversarial_temperature, 0.0)
+        _check_number("adversarial_temperature", self.adversarial_temperature, 0.0, finite=True)
         _check_choice("regularizer", self.regularizer, REGULARIZERS)
-        _check_number("reg_weight", self.reg_weight, 0.0)
+        _check_number("reg_weight", self.reg_weight, 0.0, finite=True)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
         _check_number("n_epochs", self.n_epochs, 1, integer=True)
@@ -465,6 +524,7 @@ class KGEmbedder(BaseEstimator):
         _check_number("patience", self.patience, 1, integer=True)
         _check_number("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True)
         _check_number("verbose", self.verbose, 0, integer=True)
+        check_seed("random_state", self.random_state)
         _check_choice("compile", self.compile, ("auto", True, False))
         _check_choice("sparse", self.sparse, (True, False))
         _check_choice("mixed_precision", self.mixed_precision, ("auto", True, False))
@@ -575,10 +635,10 @@ class KGEmbedder(BaseEstimator):
             raise ValueError(f"model='nbfnet' does not support sampler={sampler!r}: NBFNet draws strict uniform "
                              "negatives from its propagated node representations; use sampler='uniform' or "
                              "'bernoulli' (which only choose the corrupted side).")
-        for name, bad, why in (("sparse", self.sparse is True, "it has no embedding tables"),
+        for name, bad, why in (("sparse", as_bool(self.sparse) is True, "it has no embedding tables"),
                                ("regularizer", self.regularizer is not None, "N3/L3 penalise embedding tables"),
-                               ("compile", self.compile is True, "only RotatE/HAKE scoring is compiled"),
-                               ("distributed", self.distributed is True,
+                               ("compile", as_bool(self.compile) is True, "only RotatE/HAKE scoring is compiled"),
+                               ("distributed", as_bool(self.distributed) is True,
                                 "its strict negatives need every training triple on every rank")):
             if bad:
                 raise ValueError(f"The {name!r} parameter is not supported with model='nbfnet' "
@@ -588,9 +648,8 @@ class KGEmbedder(BaseEstimator):
         """``dim``, ``batch_size`` and ``n_negatives``, the model's defaults where they are None."""
         return resolve_defaults(self.model, dim=self.dim, batch_size=self.batch_size, n_negatives=self.n_negatives)
 
-    def _train_config(self, emu_params, n_train, device):
-        params = self.get_params(deep=False)
-        params["lr_scheduler_params"] = self._check_regime()[1]  # a JSON string becomes its dict
+    def _train_config(self, params, emu_params, n_train, device):
+        params = dict(params, lr_scheduler_params=self._check_regime()[1])  # a JSON string becomes its dict
         return make_config(params, emu_params, n_train, device)
 
     # ------------------------------------------------------------------ encoding
@@ -620,32 +679,33 @@ class KGEmbedder(BaseEstimator):
         self : KGEmbedder
         """
         emu_params = self._check_params()
+        fit_params = _params_at_fit(self)
         try:
             with torch_threads(fit_threads(self.n_threads)):
-                return self._fit(X, valid, emu_params)
+                return self._fit(X, valid, emu_params, fit_params)
         finally:
             if torch.cuda.is_available() and torch.cuda.is_initialized():
                 # hand the training's cached blocks (activations, optimiser state) back, so the
                 # next fit on this GPU, or another process sharing it, can use them
                 torch.cuda.empty_cache()
 
-    def _fit(self, X, valid, emu_params):
+    def _fit(self, X, valid, emu_params, fit_params):
         """The stages of ``fit`` after validation: data, parts, training, fitted attributes.
 
-        Fitted state is assembled in ``_FitParts`` and assigned at the end (or where
-        training stops with usable weights: Ctrl-C, a non-finite loss), so a failed
-        fit never leaves a half-updated estimator behind.
+        fit is transactional: the fitted state is assembled in ``_FitParts`` and
+        assigned at once at the end (or on Ctrl-C, as documented), so a fit that
+        raises leaves the estimator exactly as it was.
         """
         labels = kgdata.check_triples(X, name="X")
         device, ctx, random_state = self._fit_context(resolve_device(self.device))
-        cfg = self._train_config(emu_params, labels.shape[0], device)
-        parts = self._encode_data(labels, self._validation_labels(labels, valid, random_state), device)
+        cfg = self._train_config(fit_params, emu_params, labels.shape[0], device)
+        parts = self._encode_data(labels, self._validation_labels(labels, valid, random_state), device, cfg)
         del labels  # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
         self._build_parts(parts, random_state, device)
         fit_ids, sync = parts.train_ids, None
         if ctx is not None:
             fit_ids, sync = self._distribute(parts, cfg, ctx, device)
-        checkpoint = self._checkpointer(parts)
+        checkpoint = self._checkpointer(parts, fit_params)
         validate = self._validation(parts, cfg, ctx, device)
         main = ctx is None or ctx.is_main
         desc = f"{self.model}{'+EMU' if self.emu else ''}"
@@ -656,28 +716,34 @@ class KGEmbedder(BaseEstimator):
         # callbacks run where the progress is reported: on rank 0 only
         hooks = CallbackRunner(check_callbacks(self.callbacks) if main else (), self, can_stop=ctx is None)
         try:
+            if checkpoint is not None:
+                checkpoint.prepare()  # takes the run's lock: one fit per run at a time
             with epoch_progress(desc, self.verbose if main else 0,
                                 None if self.max_steps else self.n_epochs) as progress:
                 hooks.begin()
                 history = train(parts.model, fit_ids, parts.sampler, cfg, parts.gen, validate=validate,
                                 progress=hooks.wrap(progress) if main else None, checkpoint=checkpoint, sync=sync)
         except TrainingInterrupted as stop:
-            self._set_fitted(parts, stop.history, emu_params)
+            self._set_fitted(_fitted(parts, stop.history, emu_params, checkpoint, fit_params))
             warnings.warn(str(stop), UserWarning, stacklevel=2)
             hooks.end()
             return self
         except NonFiniteLossError as err:
-            if err.weights_kept:
-                self._set_fitted(parts, err.history, emu_params)
-            hooks.error(err)
-            raise
+            kept = _fitted(parts, err.history, emu_params, checkpoint, fit_params) if err.weights_kept else None
+            diverged = self._diverged(err, kept, checkpoint)
+            hooks.error(diverged)
+            raise diverged from None
         except Exception as err:
             hooks.error(err)
             raise
-        self._set_fitted(parts, history, emu_params)
+        finally:
+            if checkpoint is not None:
+                checkpoint.close()
+        state = _fitted(parts, history, emu_params, checkpoint, fit_params)
         if ctx is not None:
             batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
-            self.distributed_ = _report_throughput(history, ctx, batch, device)
+            state["distributed_"] = _report_throughput(history, ctx, batch, device)
+        self._set_fitted(state)
         hooks.end()
         return self
 
@@ -706,7 +772,7 @@ class KGEmbedder(BaseEstimator):
         # empty when every held-out triple was needed to introduce an entity or relation
         return labels, valid_labels if valid_labels.shape[0] else None
 
-    def _encode_data(self, labels, split, device):
+    def _encode_data(self, labels, split, device, cfg):
         """Vocabularies and id tensors of the training and validation triples, as ``_FitParts``."""
         labels, valid_labels = split
         entities, relations = kgdata.build_vocabulary(labels)
@@ -717,7 +783,7 @@ class KGEmbedder(BaseEstimator):
                             self.optimizer, self.sparse, self.early_stopping, device,
                             activations=activation_estimate(MODELS[self.model], len(entities), len(relations),
                                                             labels.shape[0],
-                                                            self._train_config(_NO_EMU, labels.shape[0], device), dim,
+                                                            cfg, dim,
                                                             self._check_model_params()))
         parts = _FitParts(entities, relations, device, _encode_strict(labels, entities, relations, device))
         if valid_labels is not None:
@@ -764,30 +830,56 @@ class KGEmbedder(BaseEstimator):
 
         return validate if ctx is None else kgdist.main_validates(validate, ctx, device)
 
-    def _checkpointer(self, parts):
+    def _checkpointer(self, parts, fit_params):
         if self.checkpoint_dir is None:
             return None
         data = [parts.train_ids, parts.entities, parts.relations]
         data += [] if parts.valid_ids is None else [parts.valid_ids]
         checkpoint = Checkpointer(self.checkpoint_dir, self.checkpoint_every,
-                                  fingerprint(self.get_params(deep=False), parts.device, data))
-        checkpoint.prepare()
+                                  fingerprint(fit_params, parts.device, data))
         return checkpoint
 
-    def _set_fitted(self, parts, history, emu_params):
-        parts.model.eval()  # dropout is for training only; score_samples does not switch modes
-        for stale in ("calibrator_", "conformal_"):  # they belong to the previous model
-            self.__dict__.pop(stale, None)
-        self.entities_, self.relations_, self.device_ = parts.entities, parts.relations, parts.device
-        self.model_ = parts.model
-        self.sampler_ = parts.sampler
-        self.history_ = history
-        self.emu_params_ = emu_params
-        self._known_ids = parts.known_ids
-        self._eval_cache = None  # encodings and filter indices of the previous fit
-        self.n_iter_ = len(history)
-        self.n_threads_ = parts.n_threads
-        self.distributed_ = None
+    def _set_fitted(self, state):
+        with _FITTED_LOCK:
+            for stale in ("calibrator_", "conformal_"):  # they belong to the previous model
+                self.__dict__.pop(stale, None)
+            self.__dict__.update(state)
+
+    def _snapshot(self):
+        """A shallow copy whose fitted state is one fit's (see ``_FITTED_LOCK``)."""
+        view = object.__new__(type(self))
+        with _FITTED_LOCK:
+            view.__dict__ = dict(self.__dict__)
+        return view
+
+    def _diverged(self, err, state, checkpoint):
+        """The error of a fit whose loss or weights stopped being finite, naming the likely cause.
+
+        The estimator stays as it was; a copy fitted with the last finite weights (``state``),
+        if any, travels in the error's ``estimator`` attribute.
+        """
+        before = "a fitted model" if "model_" in self.__dict__ else "unfitted"
+        params = {**state["_fit_params"], **state["emu_params_"]} if state else {
+            **self.get_params(deep=False), **self._resolve_emu()}
+        suspects = [f"{name!r} (it is {params[name]})" for name, limit in DIVERGENCE_SUSPECTS
+                    if isinstance(params.get(name), numbers.Real) and params[name] > limit]
+        if suspects:
+            advice = "Lower " + " or ".join(suspects) + "."
+        else:
+            advice = (f"Lower 'learning_rate' (it is {params['learning_rate']}), or use regularizer='n3', or "
+                      f"a smaller 'gamma' (it is {params['gamma']}; it also sets the initial weight range).")
+        if state is not None:
+            kept = (f"The estimator is left as it was before this fit ({before}); the exception's "
+                    f"'estimator' attribute holds a copy fitted with {err.kept}.")
+        else:
+            kept = f"No finite weights are left; the estimator is left as it was before this fit ({before})."
+        if checkpoint is not None and checkpoint.step is not None:
+            kept += f" The last checkpoint (step {checkpoint.step}, {checkpoint.path}) is kept."
+        new = NonFiniteLossError(f"{err} {kept} {advice}", err.history, err.weights_kept, err.kept)
+        if state is not None:
+            new.estimator = type(self)(**state["_fit_params"])
+            new.estimator._set_fitted(state)
+        return new
 
     # ------------------------------------------------------------------ inference
     def _known_index(self, extra=None):
@@ -796,6 +888,7 @@ class KGEmbedder(BaseEstimator):
             ids = torch.cat([ids, extra])
         return KnownTriples(ids, len(self.entities_), len(self.relations_))
 
+    @_on_snapshot
     def score_samples(self, X):
         """Plausibility score of each triple (higher is more plausible).
 
@@ -1073,6 +1166,7 @@ class KGEmbedder(BaseEstimator):
         ids = self._encode_strict(labels, 2, name="X")
         return labels, ids[:, 0], ids[:, 1]
 
+    @_on_snapshot
     def predict_topk(self, X, k=10, direction="tail", exclude_known=True, as_frame=False):
         """The ``k`` best entities for each query.
 
@@ -1169,6 +1263,7 @@ class KGEmbedder(BaseEstimator):
         """
         return self.predict_topk(X, k=1, direction=direction, exclude_known=exclude_known)[0][:, 0]
 
+    @_on_snapshot
     def evaluate(self, X, filter_triples=None, batch_size=None, relation=False):
         """Filtered ranking metrics, per side and over both sides.
 
@@ -1240,7 +1335,7 @@ class KGEmbedder(BaseEstimator):
         """Whether ranking and top-k scoring use the compiled distance-model kernel (``compile``)."""
         if isinstance(self.compile, str) and self.compile == "auto":
             return self._known_ids.shape[0] >= COMPILE_MIN_TRIPLES
-        return self.compile is True
+        return as_bool(self.compile) is True
 
     def score(self, X, y=None):
         """Filtered MRR over both directions (higher is better); see :meth:`evaluate`."""
@@ -1250,7 +1345,7 @@ class KGEmbedder(BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
-        state = self.__dict__.copy()
+        state = self._snapshot().__dict__
         state.pop("_eval_cache", None)  # rebuilt on demand
         if "model_" in state:
             # tensors travel on the CPU so a pickle loads on a machine without CUDA (a Dask
@@ -1263,12 +1358,17 @@ class KGEmbedder(BaseEstimator):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if "model_" in state:
+            self._eval_cache = EvaluationCache()  # left out of the pickle; rebuilt on demand
 
+    @_on_snapshot
     def save(self, path):
         """Write the fitted estimator to ``path`` in a format that runs no code on load.
 
         The file holds tensors, JSON metadata and a SHA-256 checksum, and is
-        written atomically (temporary file, then rename). Read it with :meth:`load`.
+        written atomically (temporary file, then rename). It records the
+        parameters the model was fitted with, not the current ones (after
+        ``set_params``), and no ``checkpoint_dir``. Read it with :meth:`load`.
         """
         persistence.save(self, path)
 
@@ -1299,6 +1399,8 @@ class KGEmbedder(BaseEstimator):
             version.
         FileNotFoundError
             When ``path`` does not exist.
+        TypeError
+            When ``path`` is not a str or path-like object.
         """
         return persistence.load(path, cls, device=device)
 
@@ -1330,6 +1432,18 @@ class _FitParts:
     seed: int = 0
     n_threads: int = field(default_factory=torch.get_num_threads)
     known_ids: torch.Tensor | None = None       # training and validation ids: the filter of evaluations
+
+
+def _fitted(parts, history, emu_params, checkpoint, fit_params):
+    """The fitted attributes of one fit, assigned together by ``KGEmbedder._set_fitted``."""
+    parts.model.eval()  # dropout is for training only; score_samples does not switch modes
+    return dict(entities_=parts.entities, relations_=parts.relations, device_=parts.device, model_=parts.model,
+                sampler_=parts.sampler, history_=history, emu_params_=emu_params, _known_ids=parts.known_ids,
+                n_iter_=len(history), n_threads_=parts.n_threads, distributed_=None,
+                # encodings and filter indices of this fit's evaluations: a container, so that calls on a
+                # snapshot (see _on_snapshot) fill the estimator's own cache
+                _eval_cache=EvaluationCache(),
+                checkpoint_path_=None if checkpoint is None else checkpoint.path, _fit_params=fit_params)
 
 
 def _encode(X, entities, relations, device, n_columns=3, name="X"):

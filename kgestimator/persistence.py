@@ -11,10 +11,10 @@ module never imports the estimator: :meth:`KGEmbedder.load` passes its class.
 """
 
 import json
-import os
 
 import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
 from . import _container
@@ -50,9 +50,13 @@ def _labels_from_json(obj, name):
     return labels
 
 
-def params_to_json(est):
-    """``est.get_params(deep=False)`` as JSON-ready values (sampler objects by registry name)."""
-    params = est.get_params(deep=False)
+def params_to_json(params):
+    """Estimator parameters as JSON-ready values (sampler objects by registry name).
+
+    ``checkpoint_dir`` and ``checkpoint_every`` are written as None: a path of
+    the saving machine has no meaning where the file is loaded.
+    """
+    params = dict(params, checkpoint_dir=None, checkpoint_every=None)
     params.pop("callbacks", None)  # run-time hooks, not part of the model (load gives None)
     sampler = params["sampler"]
     if not isinstance(sampler, str):
@@ -62,18 +66,26 @@ def params_to_json(est):
         params["sampler"] = {"name": name, "params": sampler.get_params()}
     if not (params["random_state"] is None or isinstance(params["random_state"], int)):
         params["random_state"] = None
-    if params.get("checkpoint_dir") is not None:
-        params["checkpoint_dir"] = os.fspath(params["checkpoint_dir"])
     return params
+
+
+#: parameters that shape neither the weights nor their scores: saved as they are now (a model trained
+#: with a progress bar on a terminal, then set back to verbose=0, saves verbose=0)
+CURRENT_PARAMS = ("verbose", "n_threads")
 
 
 def save(est, path):
     """Write a fitted :class:`KGEmbedder` atomically (temporary file, then rename)."""
+    _container.check_path(path)
     check_is_fitted(est)
+    if "_fit_params" not in est.__dict__:
+        raise ValueError("This estimator was fitted by an older kgestimator, which did not keep the parameters "
+                         "it was fitted with; fit it again to save it.")
     state = {f"model.{k}": v.detach().cpu() for k, v in est.model_.state_dict().items()}
     state["known_ids"] = est._known_ids.detach().cpu()
     metadata = json.dumps({
-        "params": params_to_json(est),
+        # the parameters the weights were trained with, not the current ones (set_params after fit)
+        "params": params_to_json({**est._fit_params, **{k: getattr(est, k) for k in CURRENT_PARAMS}}),
         "entities": _labels_to_json(est.entities_),
         "relations": _labels_to_json(est.relations_),
         "history": est.history_,
@@ -90,6 +102,9 @@ def load(path, cls, device="cpu"):
     meta, state = read_payload(path)
     try:
         return _rebuild(cls, meta, state, device)
+    except RecursionError:
+        raise ValueError(f"{path!s} is not a consistent kgestimator model file: its metadata is nested "
+                         "too deeply.") from None
     except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
         # the checksum only proves the file is as written; a crafted file can
         # carry a valid checksum, so its content is checked like user input
@@ -98,7 +113,10 @@ def load(path, cls, device="cpu"):
 
 
 def _rebuild(cls, meta, state, device):
-    params = dict(meta["params"])
+    if not isinstance(meta.get("params"), dict):
+        raise ValueError("params must be a JSON object")
+    # a path of the saving machine (older files kept it) is not carried into the loaded model
+    params = dict(meta["params"], checkpoint_dir=None, checkpoint_every=None)
     unknown = sorted(set(params) - set(cls().get_params(deep=False)))
     if unknown:
         raise ValueError(f"unknown parameters {unknown} (written by a newer kgestimator?)")
@@ -110,9 +128,16 @@ def _rebuild(cls, meta, state, device):
     est.relations_ = _labels_from_json(meta["relations"], "relations")
     n_ent, n_rel = len(est.entities_), len(est.relations_)
     est.device_ = resolve_device(device)
+    weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+    # built without memory first: a crafted file cannot make load allocate for its metadata's sizes
+    reciprocal = bool(params.get("reciprocal", False))
+    with torch.device("meta"):
+        shapes = make_model(params["model"], n_ent, n_rel, est._sizes()["dim"], float(params["gamma"]),
+                            est._check_model_params(), reciprocal=reciprocal).state_dict()
+    _check_shapes(shapes, weights)
     model = make_model(params["model"], n_ent, n_rel, est._sizes()["dim"], float(params["gamma"]),
-                       est._check_model_params(), reciprocal=bool(params.get("reciprocal", False)))
-    model.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+                       est._check_model_params(), reciprocal=reciprocal)
+    model.load_state_dict(weights)
     known = state["known_ids"]
     if not (torch.is_tensor(known) and known.dtype == torch.long and known.ndim == 2 and known.shape[1] == 3):
         raise ValueError("known_ids must be a (n, 3) int64 tensor")
@@ -126,4 +151,24 @@ def _rebuild(cls, meta, state, device):
     est.history_ = list(meta["history"])
     est.emu_params_ = dict(meta["emu_params"])
     est.n_iter_ = len(est.history_)
+    est.checkpoint_path_ = None
+    est._fit_params = {k: clone(v, safe=False) for k, v in est.get_params(deep=False).items()}
     return est
+
+
+def _check_shapes(expected, weights):
+    """The file's weights have the names, dtypes and shapes the metadata's model has.
+
+    A built size of 0 (NBFNet's fact graph) takes the file's size.
+    """
+    missing, extra = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or extra:
+        raise ValueError(f"the weights do not match the parameters: missing {missing[:5]}, unexpected "
+                         f"{extra[:5]}")
+    for name, want in expected.items():
+        got = weights[name]
+        ok = got.dtype == want.dtype and got.ndim == want.ndim and all(
+            w == 0 or g == w for g, w in zip(got.shape, want.shape))
+        if not ok:
+            raise ValueError(f"weight {name!r} is {got.dtype} of shape {tuple(got.shape)}, but the parameters "
+                             f"(model, dim, labels) need {want.dtype} of shape {tuple(want.shape)}")

@@ -110,13 +110,20 @@ class NonFiniteLossError(FloatingPointError):
     history : list of dict
         Records of the epochs finished before it happened.
     weights_kept : bool
-        Whether the model was left with finite weights (the message says which).
+        Whether the model was left with finite weights.
+    kept : str or None
+        Which finite weights the model was left with, in words.
+    estimator : KGEmbedder or None
+        Set by :meth:`KGEmbedder.fit`: a copy of the estimator fitted with those
+        weights (the estimator itself is left as it was before the fit), or None.
     """
 
-    def __init__(self, message, history=(), weights_kept=False):
+    def __init__(self, message, history=(), weights_kept=False, kept=None):
         super().__init__(message)
         self.history = list(history)
         self.weights_kept = weights_kept
+        self.kept = kept
+        self.estimator = None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -403,7 +410,7 @@ def _restore(saved, run, model, generator, sampler, device):
 
 
 def _non_finite(problem, run, model, cfg, checkpoint):
-    """Leave the model with the last finite weights there are, and say which."""
+    """Leave the model with the last finite weights there are, and say which (``kept``)."""
     history = run.history
     if _finite(model):
         kept = f"the weights after step {run.step}, the last finite ones" if run.step else "the initial weights"
@@ -417,13 +424,8 @@ def _non_finite(problem, run, model, cfg, checkpoint):
         kept = f"the weights of the checkpoint of step {checkpoint.step}"
     else:
         kept = None
-    message = (f"{problem}. "
-               + (f"The estimator keeps {kept}. " if kept else "No finite weights are left to keep. ")
-               + f"Lower 'learning_rate' (it is {cfg.learning_rate}), or use regularizer='n3', or a smaller "
-               "'gamma' (it also sets the initial weight range).")
-    if checkpoint is not None:
-        message += " A checkpoint only resumes with the same parameters: use a new checkpoint_dir."
-    return NonFiniteLossError(message, history, weights_kept=kept is not None)
+    # the estimator adds what it did with the weights and which parameter to change
+    return NonFiniteLossError(f"{problem}.", history, weights_kept=kept is not None, kept=kept)
 
 
 def _interrupted(run, model, cfg, checkpoint, total_steps):

@@ -18,7 +18,7 @@ from sklearn.exceptions import NotFittedError
 import kgestimator
 from conftest import FAST
 from kgestimator import KGEmbedder, training
-from kgestimator.checkpoint import FILENAME, FORMAT, FORMAT_VERSION
+from kgestimator.checkpoint import FILENAME, FORMAT, FORMAT_VERSION, LOCKNAME, RUN_PREFIX
 from kgestimator.persistence import read_payload
 from kgestimator.samplers import (AdversarialSampler, BernoulliSampler, NSCachingSampler, SANSampler,
                                   UniformSampler)
@@ -116,8 +116,15 @@ def _same_run(a, b):
     assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in b.history_]
 
 
+def _run_dir(directory):
+    """The one run sub-folder of a checkpoint_dir (each run has its own, named after its fingerprint)."""
+    runs = [p for p in Path(directory).iterdir() if p.name.startswith(RUN_PREFIX)]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
 def _checkpoint_step(directory):
-    meta, _ = read_payload(Path(directory) / FILENAME, FORMAT, FORMAT_VERSION, "checkpoint")
+    meta, _ = read_payload(_run_dir(directory) / FILENAME, FORMAT, FORMAT_VERSION, "checkpoint")
     return meta["run"]["step"]
 
 
@@ -196,21 +203,31 @@ def test_finished_run_is_returned_as_it_was(kg, tmp_path):
     assert time.perf_counter() - t0 < 30
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(dim=8), "'dim' is 16 there and 8 here"),
-    (dict(random_state=1), "'random_state' is 0 there and 1 here"),
-    (dict(sampler="bernoulli"), "'sampler'"),
-    (dict(data="other"), "other training data"),
-])
-def test_resuming_another_run_is_refused(kg, tmp_path, change, match):
+@pytest.mark.parametrize("change", [dict(dim=8), dict(random_state=1), dict(sampler="bernoulli"),
+                                    dict(data="other")])
+def test_another_run_gets_its_own_sub_folder(kg, tmp_path, change):
     params = dict(RUN, n_epochs=1, random_state=0, checkpoint_dir=tmp_path)
-    KGEmbedder(**params).fit(kg.train)
+    first = KGEmbedder(**params).fit(kg.train)
+    before = (Path(first.checkpoint_path_)).read_bytes()
     data = kg.train[:-1] if change.pop("data", None) else kg.train
-    with pytest.raises(ValueError, match=match) as info:
-        KGEmbedder(**{**params, **change}).fit(data)
+    other = KGEmbedder(**{**params, **change}).fit(data)
+    assert Path(other.checkpoint_path_).parent != Path(first.checkpoint_path_).parent
+    assert Path(first.checkpoint_path_).read_bytes() == before  # the first run's checkpoint is untouched
+    # what may change and still resume the same run: the progress display, the checkpoint interval
+    again = KGEmbedder(**{**params, "verbose": 0, "checkpoint_every": 2}).fit(kg.train)
+    assert again.checkpoint_path_ == first.checkpoint_path_
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(RUN_PREFIX)]) == 2
+
+
+def test_a_checkpoint_of_another_run_is_refused(kg, tmp_path):
+    # the fingerprint inside is checked too: a checkpoint copied into another run's folder
+    params = dict(RUN, n_epochs=1, random_state=0, checkpoint_dir=tmp_path)
+    a = KGEmbedder(**params).fit(kg.train)
+    b = KGEmbedder(**{**params, "dim": 8}).fit(kg.train)
+    Path(b.checkpoint_path_).write_bytes(Path(a.checkpoint_path_).read_bytes())
+    with pytest.raises(ValueError, match="'dim' is 16 there and 8 here") as info:
+        KGEmbedder(**{**params, "dim": 8}).fit(kg.train)
     assert "use another checkpoint_dir, or delete" in str(info.value)
-    # what may change: the progress display, the checkpoint interval
-    KGEmbedder(**{**params, "verbose": 0, "checkpoint_every": 2}).fit(kg.train)
 
 
 def test_checkpoint_parameters_are_validated(kg, tmp_path):
@@ -230,7 +247,8 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(kg, tmp_path, m
     reference = KGEmbedder(**params).fit(kg.train, valid=kg.valid)
     params.update(checkpoint_dir=tmp_path, checkpoint_every=4)
     _fit_interrupted(params, kg, at=9)
-    before = (tmp_path / FILENAME).read_bytes()
+    run = _run_dir(tmp_path)
+    before = (run / FILENAME).read_bytes()
     real_save = torch.save
 
     def half_written(obj, f, *args, **kwargs):
@@ -238,11 +256,11 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(kg, tmp_path, m
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", half_written)
-    (tmp_path / ".checkpoint-stale.tmp").write_bytes(b"left by a killed run")
+    (run / ".checkpoint-stale.tmp").write_bytes(b"left by a killed run")
     with pytest.raises(OSError, match="disk full"):
         KGEmbedder(**params).fit(kg.train, valid=kg.valid)
-    assert (tmp_path / FILENAME).read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == [FILENAME]  # no temporary files left
+    assert (run / FILENAME).read_bytes() == before
+    assert sorted(p.name for p in run.iterdir()) == [LOCKNAME, FILENAME]  # no temporary files left
     monkeypatch.setattr(torch, "save", real_save)
     _same_run(KGEmbedder(**params).fit(kg.train, valid=kg.valid), reference)
 
@@ -250,7 +268,7 @@ def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(kg, tmp_path, m
 def test_tampered_checkpoint_is_refused(kg, tmp_path):
     params = dict(RUN, n_epochs=1, random_state=0, checkpoint_dir=tmp_path)
     KGEmbedder(**params).fit(kg.train)
-    path = tmp_path / FILENAME
+    path = _run_dir(tmp_path) / FILENAME
     payload = torch.load(path, weights_only=True)
     payload["state"]["model"]["entity"][0, 0] += 1
     torch.save(payload, path)
@@ -275,19 +293,23 @@ def test_non_finite_loss_keeps_last_finite_weights(kg, tmp_path, poison_at):
     # no checkpoint: the weights turn NaN before step 7 (the eighth); nothing finite is left
     poison_at(7)
     est = KGEmbedder(**params)
-    with pytest.raises(FloatingPointError, match="loss became nan at epoch 2, step 8.*No finite weights"):
+    with pytest.raises(FloatingPointError, match="loss became nan at epoch 2, step 8.*No finite weights") as info:
         est.fit(kg.train)
+    assert info.value.estimator is None
     with pytest.raises(NotFittedError, match="not fitted yet"):
         est.predict(kg.test[:1, :2])
-    # with a checkpoint, the estimator falls back to its weights
+    # with a checkpoint, the error carries a copy fitted with its weights; the estimator stays unfitted
     est = KGEmbedder(**params, checkpoint_dir=tmp_path, checkpoint_every=3)
-    with pytest.raises(FloatingPointError, match="keeps the weights of the checkpoint of step 6") as info:
+    with pytest.raises(FloatingPointError, match="copy fitted with the weights of the checkpoint of step 6") as info:
         est.fit(kg.train)
-    assert "learning_rate" in str(info.value) and "new checkpoint_dir" in str(info.value)
-    assert all(torch.isfinite(p).all() for p in est.model_.parameters())
+    assert "learning_rate" in str(info.value) and "last checkpoint (step 6" in str(info.value)
+    with pytest.raises(NotFittedError):
+        est.predict(kg.test[:1, :2])
+    kept = info.value.estimator
+    assert all(torch.isfinite(p).all() for p in kept.model_.parameters())
     ref = KGEmbedder(**{**params, "max_steps": 6}).fit(kg.train)
-    assert torch.equal(est.model_.entity, ref.model_.entity)
-    assert len(est.history_) == 1 and np.all(np.isfinite(est.score_samples(kg.test)))
+    assert torch.equal(kept.model_.entity, ref.model_.entity)
+    assert len(kept.history_) == 1 and np.all(np.isfinite(kept.score_samples(kg.test)))
 
 
 def test_non_finite_loss_from_divergence(kg):
@@ -325,7 +347,9 @@ class LoggingSampler(UniformSampler):
 kg = make_kg(n_entities=60, n_relations=8, n_triples=1500, random_state=0)
 est = KGEmbedder(**PARAMS, sampler=LoggingSampler(), checkpoint_dir=sys.argv[1], checkpoint_every=EVERY)
 est.fit(kg.train, valid=kg.valid)
-est.set_params(sampler="uniform").save(sys.argv[3])  # the logging sampler draws as 'uniform' does
+# the logging sampler draws as 'uniform' does; save writes the parameters of the fit, so say it there
+est._fit_params["sampler"] = "uniform"
+est.save(sys.argv[3])
 """
 KILL_PARAMS = dict(dim=16, n_negatives=32, batch_size=200, neg_chunk_size=20, n_epochs=25, emu=True,
                    optimizer="adagrad_then_adam", learning_rate=0.05, eval_every=5, random_state=3)
@@ -403,7 +427,7 @@ def test_sigkill_at_a_random_moment_then_resume(kg, tmp_path):
     _same_run(loaded, reference)
     assert [h["epoch"] for h in loaded.history_] == list(range(1, KILL_PARAMS["n_epochs"] + 1))
     assert 0 < loaded.evaluate(kg.test)["mrr"] <= 1
-    assert sorted(p.name for p in ckpt.iterdir()) == [FILENAME]
+    assert sorted(p.name for p in _run_dir(ckpt).iterdir()) == [LOCKNAME, FILENAME]
 
 
 @pytest.mark.slow

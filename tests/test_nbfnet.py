@@ -350,7 +350,7 @@ def test_unsupported_combinations_raise_clear_errors(small_kg, params, match):
 
 
 def test_embedding_models_refuse_nbfnet_params(small_kg):
-    with pytest.raises(ValueError, match="model='distmult' does not take; it takes none"):
+    with pytest.raises(ValueError, match="model='distmult' does not take; it takes \['init_scale'\]"):
         KGEmbedder(model="distmult", model_params={"n_layers": 2}).fit(small_kg.train)
 
 

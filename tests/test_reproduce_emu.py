@@ -117,13 +117,17 @@ def test_a_killed_cell_resumes_from_its_checkpoint(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, SCRIPT, *common, "--results", str(killed)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt = killed / "checkpoints" / name / "checkpoint.pt"
+    cell = killed / "checkpoints" / name
+
+    def checkpoint_written():  # in the run's own sub-folder of the cell's checkpoint_dir
+        return cell.is_dir() and any(cell.glob("run-*/checkpoint.pt"))
+
     deadline = time.monotonic() + 300
-    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not checkpoint_written() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its cell process
     proc.wait()
-    assert ckpt.exists() and not (killed / f"{name}.json").exists(), "the cell ended before it could be killed"
+    assert checkpoint_written() and not (killed / f"{name}.json").exists(), "the cell ended before it could be killed"
     assert "resuming from" in run(killed)
     assert not (killed / "checkpoints" / name).exists()  # removed once the JSON is written
     whole = json.loads((tmp_path / "whole" / f"{name}.json").read_text())

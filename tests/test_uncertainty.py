@@ -64,8 +64,10 @@ def test_calibration_improves_ece(model, graph, method):
 def test_predict_proba_needs_calibration(graph):
     est = KGEmbedder(dim=4, n_negatives=4, n_epochs=1, random_state=0).fit(graph.train)
     assert not hasattr(est, "predict_proba")
-    with pytest.raises(AttributeError, match="calibrate"):
+    # scikit-learn's available_if raises its own "has no attribute" error, chained from ours
+    with pytest.raises(AttributeError, match="has no attribute 'predict_proba'") as info:
         est.predict_proba(graph.test[:3])
+    assert "call calibrate(held_out_triples) first" in str(info.value.__cause__)
     with pytest.raises(ValueError, match="method"):
         est.calibrate(graph.valid, method="beta")
     assert not hasattr(est, "calibrator_")
