@@ -24,12 +24,12 @@ from ._progress import epoch_progress, logger
 from ._utils import make_generator, resolve_device, to_numpy
 from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
-from .evaluation import evaluate_ranks, query_batch_size, score_all
+from .evaluation import EvaluationCache, digest, evaluate_ranks, query_batch_size, score_all
 from .filtering import KnownTriples
 from .lcwa import TRAININGS
 from .relations import relation_index, relation_metrics, score_relations
-from .memory import check_training_fits
-from .models import MODELS, check_model_params, is_path_based, make_model
+from .memory import activation_estimate, check_training_fits
+from .models import MODELS, check_model_params, is_path_based, make_model, resolve_defaults
 from ._utils import as_bool
 from ._utils import check_bool as _check_bool
 from ._utils import check_choice as _check_choice
@@ -140,9 +140,9 @@ class KGEmbedder(BaseEstimator):
         Scoring function. ``'nbfnet'`` is the path-based Neural Bellman-Ford
         network: message passing over the training triples, no entity table
         (see ``kgestimator.models.nbfnet.REFERENCE_PARAMS`` for the reference settings).
-    dim : int, default=100
+    dim : int or None, default=None
         Embedding dimension (complex dimensions for ComplEx, RotatE and HAKE; the
-        width of every layer for NBFNet, 32 in the reference).
+        width of every layer for NBFNet). None: 100, and 32 for NBFNet (the reference's).
     gamma : float, default=24.0
         Margin of distance models; sets the initialisation range
         ``(gamma + 2) / dim`` of every embedding model (NBFNet ignores it).
@@ -159,8 +159,8 @@ class KGEmbedder(BaseEstimator):
         ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
         describes them), or an object from :mod:`kgestimator.samplers` whose
         parameters grid searches reach as ``sampler__<name>``.
-    n_negatives : int, default=256
-        Negatives per positive.
+    n_negatives : int or None, default=None
+        Negatives per positive. None: 256, and 32 for NBFNet (the reference's).
     neg_chunk_size : int, default=100
         Positives that share one set of negatives (chunked sampling as in DGL-KE).
         ``1`` draws independent negatives per positive as the reference code does;
@@ -183,9 +183,12 @@ class KGEmbedder(BaseEstimator):
     emu_normalize : bool, default=True
         Divide the EMU term by ``n_negatives`` as the reference code does (Eq. 12
         does not; without it, the effective ``alpha`` shifts by about ``n_negatives``).
-    emu_resample : bool, default=True
+    emu_resample : bool or 'auto', default='auto'
         Draw a second, independent set of negatives for the EMU term, as the
-        reference code does for uniform negatives.
+        reference code does for uniform negatives; False mutates the vanilla
+        term's own negatives. ``'auto'``: True, except for samplers whose
+        reference reuses its draw (SAN: the EMU code's ``if_CE 2``), which also
+        spares a second hard-negative draw per step.
     loss : {'ce', 'logistic', 'self_adversarial', 'bce'}, default='ce'
         Softmax cross-entropy over ``[positive, negatives]`` (the EMU code path),
         the negative-sampling logistic loss, its self-adversarial variant (RotatE),
@@ -245,8 +248,11 @@ class KGEmbedder(BaseEstimator):
         Adam at ``learning_rate / 10`` halfway.
     learning_rate : float, default=0.01
         Step size of the optimiser.
-    batch_size : int, default=1000
-        Positives per step (rounded up to whole chunks of ``neg_chunk_size``).
+    batch_size : int or None, default=None
+        Positives per step (rounded up to whole chunks of ``neg_chunk_size``). None:
+        1000, and 32 for NBFNet, whose step propagates every query over the whole graph
+        (memory ``O(n_entities * batch_size * dim)`` a layer; ``fit`` refuses up front a
+        batch whose activations cannot fit).
     n_epochs : int, default=50
         Passes over the training triples.
     max_steps : int or None, default=None
@@ -262,15 +268,16 @@ class KGEmbedder(BaseEstimator):
         Evaluations without improvement before early stopping ends training.
     validation_fraction : float, default=0.1
         Fraction of ``X`` held out for early stopping when ``fit`` gets no ``valid``.
-    compile : {False, True, 'auto'}, default=False
+    compile : {False, True, 'auto'}, default='auto'
         Fuse the vanilla candidate scoring of RotatE and HAKE, TransE's EMU
         scoring, and the all-entity scoring of distance models in evaluation and
         ``predict_topk`` with ``torch.compile``: about 25% faster RotatE steps,
         several times faster TransE EMU steps and 9-28x faster distance-model
         ranking on FB15k-237 (scoring 512 queries, 2 cores), for a one-off compile of seconds (ranking) to tens
         of seconds (training, per batch shape). ``'auto'`` compiles when the training set has
-        at least 50,000 triples. Bilinear models (matrix products) and the other
-        models' EMU scoring are never compiled.
+        at least 50,000 triples, where the compile pays for itself within an epoch; without a
+        working compiler it falls back to eager code with a warning. Bilinear models (matrix
+        products), NBFNet and the other models' EMU scoring are never compiled.
     sparse : bool, default=False
         Row-wise updates: embedding lookups produce sparse gradients and only the
         rows a batch touches are updated (Adagrad, or ``SparseAdam`` for Adam), so
@@ -416,15 +423,15 @@ class KGEmbedder(BaseEstimator):
     (2, 3)
     """
 
-    def __init__(self, model="distmult", dim=100, gamma=24.0, model_params=None, sampler="uniform", n_negatives=256,
+    def __init__(self, model="distmult", dim=None, gamma=24.0, model_params=None, sampler="uniform", n_negatives=None,
                  neg_chunk_size=100, emu=False, alpha="auto", mutation_ratio="auto", uls=True,
-                 beta="auto", emu_normalize=True, emu_resample=True, loss="ce",
+                 beta="auto", emu_normalize=True, emu_resample="auto", loss="ce",
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, training="negative_sampling",
                  label_smoothing=0.0, reciprocal=False, dropout=0.0, lr_scheduler=None,
                  lr_scheduler_params=None, optimizer="adam",
-                 learning_rate=0.01, batch_size=1000, n_epochs=50, max_steps=None,
+                 learning_rate=0.01, batch_size=None, n_epochs=50, max_steps=None,
                  early_stopping=False, eval_every=5, patience=3, validation_fraction=0.1,
-                 compile=False, sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
+                 compile="auto", sparse=False, mixed_precision=False, device="auto", random_state=None, verbose=0,
                  checkpoint_dir=None, checkpoint_every=None, n_threads=None, distributed=False, callbacks=None):
         self.model = model
         self.dim = dim
@@ -494,12 +501,15 @@ class KGEmbedder(BaseEstimator):
         ``_parameter_constraints``; this one returns a value.)
         """
         _check_choice("model", self.model, list(MODELS))
-        _check_number("dim", self.dim, 1, integer=True)
+        for name in ("dim", "n_negatives", "batch_size"):  # None: the model's default
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), 1, integer=True)
         _check_number("gamma", self.gamma, 0.0, GAMMA_MAX, low_open=True, finite=True)
-        _check_number("n_negatives", self.n_negatives, 1, integer=True)
         _check_number("neg_chunk_size", self.neg_chunk_size, 1, integer=True)
         _check_choice("emu", self.emu, EMU_MODES)
-        for name in ("uls", "emu_normalize", "emu_resample", "early_stopping"):
+        if not (isinstance(self.emu_resample, str) and self.emu_resample == "auto"):
+            _check_bool("emu_resample", self.emu_resample)
+        for name in ("uls", "emu_normalize", "early_stopping"):
             _check_bool(name, getattr(self, name))
         _check_choice("loss", self.loss, LOSSES)
         _check_number("adversarial_temperature", self.adversarial_temperature, 0.0, finite=True)
@@ -507,7 +517,6 @@ class KGEmbedder(BaseEstimator):
         _check_number("reg_weight", self.reg_weight, 0.0, finite=True)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
-        _check_number("batch_size", self.batch_size, 1, integer=True)
         _check_number("n_epochs", self.n_epochs, 1, integer=True)
         if self.max_steps is not None:
             _check_number("max_steps", self.max_steps, 1, integer=True)
@@ -546,7 +555,7 @@ class KGEmbedder(BaseEstimator):
         self._check_model_params()
         sampler = make_sampler(self.sampler)
         if isinstance(n_generated(sampler), numbers.Integral):  # else the sampler's own check names it
-            check_generated(sampler, self.n_negatives)
+            check_generated(sampler, self._sizes()["n_negatives"])
         self._check_regime()
 
     def _check_regime(self):
@@ -635,6 +644,10 @@ class KGEmbedder(BaseEstimator):
                 raise ValueError(f"The {name!r} parameter is not supported with model='nbfnet' "
                                  f"({name}={getattr(self, name)!r}): {why}.")
 
+    def _sizes(self):
+        """``dim``, ``batch_size`` and ``n_negatives``, the model's defaults where they are None."""
+        return resolve_defaults(self.model, dim=self.dim, batch_size=self.batch_size, n_negatives=self.n_negatives)
+
     def _train_config(self, params, emu_params, n_train, device):
         params = dict(params, lr_scheduler_params=self._check_regime()[1])  # a JSON string becomes its dict
         return make_config(params, emu_params, n_train, device)
@@ -686,7 +699,7 @@ class KGEmbedder(BaseEstimator):
         labels = kgdata.check_triples(X, name="X")
         device, ctx, random_state = self._fit_context(resolve_device(self.device))
         cfg = self._train_config(fit_params, emu_params, labels.shape[0], device)
-        parts = self._encode_data(labels, self._validation_labels(labels, valid, random_state), device)
+        parts = self._encode_data(labels, self._validation_labels(labels, valid, random_state), device, cfg)
         del labels  # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
         self._build_parts(parts, random_state, device)
         fit_ids, sync = parts.train_ids, None
@@ -759,14 +772,19 @@ class KGEmbedder(BaseEstimator):
         # empty when every held-out triple was needed to introduce an entity or relation
         return labels, valid_labels if valid_labels.shape[0] else None
 
-    def _encode_data(self, labels, split, device):
+    def _encode_data(self, labels, split, device, cfg):
         """Vocabularies and id tensors of the training and validation triples, as ``_FitParts``."""
         labels, valid_labels = split
         entities, relations = kgdata.build_vocabulary(labels)
         # fail in a second, not after an hour or with the machine swapping
-        check_training_fits(MODELS[self.model], len(entities), len(relations), self.dim,
+        dim = self._sizes()["dim"]
+        check_training_fits(MODELS[self.model], len(entities), len(relations), dim,
                             labels.shape[0] + (0 if valid_labels is None else valid_labels.shape[0]),
-                            self.optimizer, self.sparse, self.early_stopping, device)
+                            self.optimizer, self.sparse, self.early_stopping, device,
+                            activations=activation_estimate(MODELS[self.model], len(entities), len(relations),
+                                                            labels.shape[0],
+                                                            cfg, dim,
+                                                            self._check_model_params()))
         parts = _FitParts(entities, relations, device, _encode_strict(labels, entities, relations, device))
         if valid_labels is not None:
             ids, known, _ = _encode(valid_labels, entities, relations, device, name="valid")
@@ -779,7 +797,7 @@ class KGEmbedder(BaseEstimator):
         """The seeded generator, the model and the fitted sampler, into ``parts``."""
         parts.gen, parts.seed = make_generator(random_state, device)
         n_ent, n_rel = len(parts.entities), len(parts.relations)
-        model = make_model(self.model, n_ent, n_rel, self.dim, float(self.gamma), self._check_model_params(),
+        model = make_model(self.model, n_ent, n_rel, self._sizes()["dim"], float(self.gamma), self._check_model_params(),
                            generator=torch.Generator().manual_seed(parts.seed), reciprocal=bool(self.reciprocal))
         if not is_path_based(model):
             model.entity_dropout, model.relation_dropout = self._check_regime()[0]
@@ -1277,25 +1295,41 @@ class KGEmbedder(BaseEstimator):
         check_is_fitted(self)
         if batch_size is not None:
             _check_number("batch_size", batch_size, 1, integer=True)
-        ids, known, _ = self._encode(X, 3, name="X")
+        ids, known = self._encode_cached(X, "X")
         ok = torch.as_tensor(known, device=self.device_)
         ids = ids[ok]
         extra = ids
         if filter_triples is not None:
-            f_ids, f_known, _ = self._encode(filter_triples, 3, name="filter_triples")
+            f_ids, f_known = self._encode_cached(filter_triples, "filter_triples")
             extra = torch.cat([ids, f_ids[torch.as_tensor(f_known, device=self.device_)]])
         n_missing = int((~known).sum())
         if n_missing:
             warnings.warn(f"{n_missing} triple(s) have entities or relations unseen during fit; "
                           "they count as misses.", stacklevel=2)
         _check_bool("relation", relation)
-        result = evaluate_ranks(self.model_, ids, self._known_index(extra), n_missing, batch_size,
-                                self._compile_scoring())
+        key = digest(extra)
+        index = self._known_index(extra) if key is None else self._evaluation_cache().get(
+            "filter", key, lambda: self._known_index(extra))
+        result = evaluate_ranks(self.model_, ids, index, n_missing, batch_size, self._compile_scoring())
         if relation:
             known_rel = relation_index(torch.cat([self._known_ids.to(self.device_), extra]),
                                        len(self.entities_), len(self.relations_))
             result["relation"] = relation_metrics(self.model_, ids, known_rel, n_missing, batch_size)
         return result
+
+    def _evaluation_cache(self):
+        cache = getattr(self, "_eval_cache", None)
+        if cache is None:
+            cache = self._eval_cache = EvaluationCache()
+        return cache
+
+    def _encode_cached(self, X, name):
+        """``(ids, known)`` of labelled triples, from the evaluation cache when they were encoded before."""
+        labels = kgdata.check_triples(X, name=name)
+        key = digest(labels)
+        if key is None:
+            return self._encode(labels, 3, name=name)[:2]
+        return self._evaluation_cache().get("labels", key, lambda: self._encode(labels, 3, name=name)[:2])
 
     def _compile_scoring(self):
         """Whether ranking and top-k scoring use the compiled distance-model kernel (``compile``)."""
@@ -1312,6 +1346,7 @@ class KGEmbedder(BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
         state = self._snapshot().__dict__
+        state.pop("_eval_cache", None)  # rebuilt on demand
         if "model_" in state:
             # tensors travel on the CPU so a pickle loads on a machine without CUDA (a Dask
             # worker's result reaches a client that may have none)
@@ -1323,6 +1358,8 @@ class KGEmbedder(BaseEstimator):
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        if "model_" in state:
+            self._eval_cache = EvaluationCache()  # left out of the pickle; rebuilt on demand
 
     @_on_snapshot
     def save(self, path):
@@ -1403,6 +1440,9 @@ def _fitted(parts, history, emu_params, checkpoint, fit_params):
     return dict(entities_=parts.entities, relations_=parts.relations, device_=parts.device, model_=parts.model,
                 sampler_=parts.sampler, history_=history, emu_params_=emu_params, _known_ids=parts.known_ids,
                 n_iter_=len(history), n_threads_=parts.n_threads, distributed_=None,
+                # encodings and filter indices of this fit's evaluations: a container, so that calls on a
+                # snapshot (see _on_snapshot) fill the estimator's own cache
+                _eval_cache=EvaluationCache(),
                 checkpoint_path_=None if checkpoint is None else checkpoint.path, _fit_params=fit_params)
 
 

@@ -70,21 +70,69 @@ def format_bytes(n):
         n /= 1024
 
 
+def activation_estimate(model_cls, n_entities, n_relations, n_train, cfg, dim, model_params=None):
+    """Bytes a training step holds besides the weights, with what they are and how to lower them.
+
+    Returns ``(bytes, what, advice)``. A lower bound of the peak, as the rest
+    of the check: for NBFNet (blocked message passing) each layer keeps about
+    ``NBF_FLOATS_PER_NODE`` floats per node, query and dimension for the
+    backward pass (its input, the four PNA aggregates, the 13d-wide features'
+    products, layer norm and ReLU), query-dependent relations add their
+    ``(2 n_relations, B, d)`` vectors, and strict negatives a ``(B,
+    n_entities)`` mask; with ``checkpoint`` one layer's worth is alive at a
+    time plus every layer's input. Embedding models: the ``(B, 1 + N)``
+    scores, their softmax and gradients (twice with EMU).
+    """
+    params = dict(model_params or {})
+    B, N = min(cfg.batch_size, max(1, n_train)), cfg.n_negatives  # as train() takes the batch
+    if getattr(model_cls, "path_based", False):
+        layers = int(params.get("n_layers", 6))
+        per_layer = NBF_FLOATS_PER_NODE * n_entities * B * dim
+        if params.get("dependent", False):
+            per_layer += 2 * 2 * n_relations * B * dim
+        if params.get("checkpoint", False):
+            kept = layers * n_entities * B * dim + per_layer
+        else:
+            kept = layers * per_layer
+        need = 4 * kept + 5 * B * n_entities * (2 if cfg.emu and cfg.emu_resample else 1)
+        what = (f"{layers} layers x {NBF_FLOATS_PER_NODE} x {n_entities:,} nodes x batch_size={B} x dim={dim} "
+                f"float32 activations{' (one layer at a time: checkpoint)' if params.get('checkpoint') else ''}")
+        advice = "Lower 'batch_size' or 'dim'" + ("" if params.get("checkpoint") else
+                                                   ", or set model_params={'checkpoint': True}")
+        return need, what, advice
+    need = 4 * 6 * B * (1 + N) * (2 if cfg.emu else 1)
+    return need, f"batch_size={B} x (1 + n_negatives={N}) scores", "Lower 'batch_size' or 'n_negatives'"
+
+
+#: floats per (node, query, dimension) a blocked NBFNet layer keeps for its backward pass (measured
+#: peak of a 6-layer training step, 10,000 nodes, 50,000 triples, batch 32, dim 32: 13.5; rounded down:
+#: the check refuses only what certainly cannot fit)
+NBF_FLOATS_PER_NODE = 12
+
+
 def check_training_fits(model_cls, n_entities, n_relations, dim, n_triples, optimizer, sparse, early_stopping,
-                        device):
+                        device, activations=None):
     """Raise InsufficientMemoryError before training when the model cannot fit.
 
     The estimate is a lower bound: float32 tables for the weights, their dense
     gradients (none with ``sparse``), the optimiser's moments (two for Adam,
     one for Adagrad), a copy of the best weights under early stopping, and the
-    index of known triples. Activations come on top, so only a request that
-    cannot possibly fit is refused.
+    index of known triples, plus ``activations`` when given (``(bytes, what,
+    advice)`` from :func:`activation_estimate`). Each part is a lower bound, so
+    only a request that cannot possibly fit is refused.
     """
     values = (n_entities * model_cls.entity_factor + n_relations * model_cls.relation_factor) * dim
     moments = 1 if optimizer == "adagrad" else 2
     copies = 1 + (0 if sparse else 1) + moments + (1 if early_stopping else 0)
-    need = 4 * values * copies + 8 * 3 * 2 * n_triples
+    tables = 4 * values * copies + 8 * 3 * 2 * n_triples
+    need = tables + (activations[0] if activations else 0)
     have = available_bytes(device)
+    if have is not None and need > have and activations and activations[0] > tables:
+        raise InsufficientMemoryError(
+            f"Training this model needs at least {format_bytes(need)} on {device}, but {format_bytes(have)} "
+            f"is available: a training step holds {format_bytes(activations[0])} of activations "
+            f"({activations[1]}) and the weights, optimiser state and triple index "
+            f"{format_bytes(tables)}. {activations[2]}, or use a machine with more memory.")
     if have is not None and need > have:
         raise InsufficientMemoryError(
             f"Training this model needs at least {format_bytes(need)} on {device}, but {format_bytes(have)} "

@@ -132,10 +132,10 @@ def _rebuild(cls, meta, state, device):
     # built without memory first: a crafted file cannot make load allocate for its metadata's sizes
     reciprocal = bool(params.get("reciprocal", False))
     with torch.device("meta"):
-        shapes = make_model(params["model"], n_ent, n_rel, params["dim"], float(params["gamma"]),
+        shapes = make_model(params["model"], n_ent, n_rel, est._sizes()["dim"], float(params["gamma"]),
                             est._check_model_params(), reciprocal=reciprocal).state_dict()
     _check_shapes(shapes, weights)
-    model = make_model(params["model"], n_ent, n_rel, params["dim"], float(params["gamma"]),
+    model = make_model(params["model"], n_ent, n_rel, est._sizes()["dim"], float(params["gamma"]),
                        est._check_model_params(), reciprocal=reciprocal)
     model.load_state_dict(weights)
     known = state["known_ids"]

@@ -27,10 +27,11 @@ from .checkpoint import to_device
 from .filtering import KnownTriples
 from .lcwa import LCWAStep
 from .losses import regularization, training_loss
-from .models import MODELS, EmbeddingModel, is_path_based
+from .models import MODELS, EmbeddingModel, is_path_based, resolve_defaults
+from .models._base import sampled_scores
 from .models.transe import masked_l1
 from .mutation import emu_scores
-from .samplers import generate, n_generated, with_generated
+from .samplers import generate, n_generated, resolve_emu_resample, with_generated
 from .schedules import LRSchedule
 
 
@@ -87,6 +88,10 @@ def make_config(params, emu_params, n_train, device):
     triples on (never for path-based models) and ``mixed_precision`` is
     resolved for ``device``. Float and bool settings are cast to their type.
     """
+    # None sizes take the model's defaults; emu_resample='auto' follows the sampler
+    params = {**params, **resolve_defaults(params["model"], dim=params["dim"], batch_size=params["batch_size"],
+                                           n_negatives=params["n_negatives"]),
+              "emu_resample": resolve_emu_resample(params["emu_resample"], params["sampler"])}
     compile_ = params["compile"] if params["compile"] != "auto" else n_train >= COMPILE_MIN_TRIPLES
     values = {"compile": bool(compile_ and not is_path_based(MODELS[params["model"]])),
               "mixed_precision": resolve_mixed_precision(params["mixed_precision"], device), **emu_params}
@@ -266,7 +271,7 @@ def _score_negatives(model, pairwise, q, ids, neg, fake):
     """Scores ``(C, c, N)`` of the queries against the negatives ``ids`` (embedded as
     ``neg``, or None where they are scored against the whole table) and ``fake``."""
     if neg is None:
-        scores = (q.view(q.shape[0], -1) @ model.entity_table().t()).gather(1, ids).unsqueeze(1)
+        scores = sampled_scores(q.view(q.shape[0], -1), model.entity_table(), ids).unsqueeze(1)
     else:
         scores = pairwise(q, neg)
     if fake is not None:

@@ -114,3 +114,30 @@ def test_one_pass_ranks_equal_the_counting_ranks(seed, dtype):
     got = filtered_realistic_ranks(scores.clone(), target, rows, cols)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want)
+
+
+def test_repeated_evaluation_reuses_encoding_and_filter_index_and_refit_drops_them(monkeypatch):
+    import kgestimator.estimator as estimator_module
+    from kgestimator import KGEmbedder, make_kg
+
+    kg = make_kg(n_entities=40, n_relations=8, n_triples=600, random_state=0)
+    est = KGEmbedder(dim=8, n_negatives=8, batch_size=128, n_epochs=2, random_state=0).fit(kg.train)
+    built, encoded = [], []
+    real_index, real_encode = estimator_module.KnownTriples, estimator_module._encode
+    monkeypatch.setattr(estimator_module, "KnownTriples", lambda *a: built.append(1) or real_index(*a))
+    monkeypatch.setattr(estimator_module, "_encode", lambda *a, **k: encoded.append(1) or real_encode(*a, **k))
+    first = est.evaluate(kg.test, filter_triples=kg.valid)
+    assert len(built) == 1 and len(encoded) == 2
+    assert est.evaluate(kg.test.copy(), filter_triples=kg.valid.copy()) == first  # same content: no rebuild
+    assert len(built) == 1 and len(encoded) == 2
+    other = est.evaluate(kg.test[:50], filter_triples=kg.valid)                   # new X: its own filter
+    assert len(built) == 2 and len(encoded) == 3
+    assert other == KGEmbedder(dim=8, n_negatives=8, batch_size=128, n_epochs=2, random_state=0).fit(
+        kg.train).evaluate(kg.test[:50], filter_triples=kg.valid)
+    # a refit on other triples changes the vocabulary and the known triples: nothing is reused
+    est.set_params(n_epochs=1).fit(kg.train[:300])
+    n_built = len(built)
+    refit = est.evaluate(kg.test, filter_triples=kg.valid)
+    assert len(built) == n_built + 1
+    fresh = KGEmbedder(dim=8, n_negatives=8, batch_size=128, n_epochs=1, random_state=0).fit(kg.train[:300])
+    assert refit == fresh.evaluate(kg.test, filter_triples=kg.valid)

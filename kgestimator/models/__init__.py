@@ -39,6 +39,12 @@ def is_path_based(model):
     return bool(getattr(model, "path_based", False))
 
 
+def resolve_defaults(name, **params):
+    """``params`` (``dim``, ``batch_size``, ``n_negatives``) with each None replaced by model ``name``'s default."""
+    defaults = MODELS[name].default_params
+    return {key: defaults[key] if value is None else value for key, value in params.items()}
+
+
 def check_model_params(name, params):
     """Raise a ValueError naming the ``model_params`` keys that the model ``name`` does not take."""
     accepted = model_param_names(name)
@@ -66,4 +72,4 @@ def make_model(name, n_entities, n_relations, dim, gamma, model_params=None, gen
 
 
 __all__ = ["MODELS", "EMBEDDING_MODELS", "EmbeddingModel", "TransE", "DistMult", "ComplEx", "RotatE", "HAKE",
-           "NBFNet", "make_model", "model_param_names", "check_model_params", "is_path_based"]
+           "NBFNet", "make_model", "resolve_defaults", "model_param_names", "check_model_params", "is_path_based"]

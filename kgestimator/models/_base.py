@@ -14,6 +14,7 @@ candidates with one matrix product where the interaction is bilinear.
 """
 
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -88,6 +89,65 @@ class _Rows(torch.autograd.Function):
         return out, None
 
 
+class _SampledScores(torch.autograd.Function):
+    """``(q @ table.T).gather(1, ids)`` without the ``(B, n_entities)`` product or its dense gradient.
+
+    Per-positive negatives ``ids`` ``(B, N)`` of a bilinear model: the forward
+    pass is a sampled dense-dense product (``torch.sparse.sampled_addmm``, one
+    dot product per negative), the backward pass two sparse-dense products
+    with the ``(B, n_entities)`` sparse gradient. FB15k-237, B=1000, N=256,
+    d=100, one CPU core: 40 ms forward and backward against 166 ms for the
+    full-table product and gather (whose backward multiplies a dense, mostly
+    zero, ``(B, n_entities)`` gradient twice).
+    """
+
+    @staticmethod
+    def forward(ctx, q, table, ids):
+        B, N = ids.shape
+        crow = torch.arange(0, B * N + 1, N, device=ids.device)
+        flat = ids.reshape(-1)
+        pattern = torch.sparse_csr_tensor(crow, flat, q.new_zeros(B * N), (B, table.shape[0]),
+                                          check_invariants=False)
+        ctx.save_for_backward(q, table, ids)
+        return torch.sparse.sampled_addmm(pattern, q, table.t(), beta=0.0).values().view(B, N)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, table, ids = ctx.saved_tensors
+        B, N = ids.shape
+        flat, g = ids.reshape(-1), grad.reshape(-1).contiguous()
+        g_q = g_table = None
+        if ctx.needs_input_grad[0]:
+            crow = torch.arange(0, B * N + 1, N, device=ids.device)
+            G = torch.sparse_csr_tensor(crow, flat, g, (B, table.shape[0]), check_invariants=False)
+            g_q = torch.sparse.mm(G, table)
+        if ctx.needs_input_grad[1]:
+            # the transposed gradient as CSR over entities: rows of the table, columns of the batch
+            order = torch.argsort(flat)
+            crow = torch.zeros(table.shape[0] + 1, dtype=torch.long, device=ids.device)
+            crow[1:] = torch.cumsum(torch.bincount(flat, minlength=table.shape[0]), 0)
+            rows_of = torch.div(order, N, rounding_mode="floor")
+            Gt = torch.sparse_csr_tensor(crow, rows_of, g[order], (table.shape[0], B), check_invariants=False)
+            g_table = torch.sparse.mm(Gt, q)
+        return g_q, g_table, None
+
+
+def sampled_scores(q, table, ids):
+    """Scores ``(B, N)`` of queries ``q`` ``(B, d)`` against rows ``ids`` ``(B, N)`` of ``table`` (bilinear).
+
+    The sparse kernels where they apply and pay (float32/float64, no autocast,
+    a table of more than ``4 N`` rows: ``sampled_addmm`` refuses more samples
+    per row than the table has rows, and a small table's product is cheap);
+    elsewhere the full-table product and a gather.
+    """
+    if (table.shape[0] > 4 * ids.shape[1] and q.dtype == table.dtype and q.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled(q.device.type)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Sparse CSR tensor support is in beta state"
+            return _SampledScores.apply(q, table, ids)
+    return (q @ table.t()).gather(1, ids)
+
+
 def rows(table, ids, sparse=False):
     """Rows ``ids`` (any shape) of ``table``; sparse gradients when ``sparse``."""
     if sparse:
@@ -134,6 +194,8 @@ class EmbeddingModel(nn.Module):
     #: True when ``match(q, c)`` is ``(q * c).sum(-1)``, so blocks of candidates
     #: score with a matrix product and EMU mixes with two of them
     bilinear = False
+    #: what ``KGEmbedder`` uses for the parameters left at None
+    default_params = {"dim": 100, "batch_size": 1000, "n_negatives": 256}
 
     reciprocal = False
     entity_dropout = 0.0

@@ -10,12 +10,16 @@ what filtered ranking needs; a head query ``(?, r, t)`` is the tail query
 ``(t, r + n_relations, ?)``.
 
 Tensors are node-major, ``(n_entities, B, d)`` for ``B`` queries propagated
-together, so that the ``(E, B, d)`` edge messages aggregate with 1-D
-``index_add`` / ``index_reduce`` over the destination index (a scatter with a
-``(E, B, d)`` int64 index would cost twice the messages' memory). The edge
-messages are materialised: memory per layer is a few ``E * B * d`` floats,
-which is what limits ``B`` on large graphs (``checkpoint=True`` keeps one
-layer's worth at a time, for a second forward pass per layer).
+together. Message passing never holds the ``(E, B, d)`` edge messages of a
+whole layer: the edges are sorted by destination once, and each layer walks
+them in blocks of whole destination nodes (:class:`_BlockedMessages`), each
+block's messages a few MB that stay in cache. The forward pass aggregates a
+block (sum, sum of squares, max, min) and forgets its messages; the backward
+pass recomputes them block by block. A layer keeps ``O(n_entities * B * d)``
+floats, as the NBFNet authors' fused ``rspmm`` kernel does, so the batch is
+bounded by the nodes, not the edges. The earlier path, which materialised the
+messages (:class:`_PNAAggregate`), stays as the tests' reference
+(``NBFNet.materialise_messages = True``).
 """
 
 import warnings
@@ -56,19 +60,25 @@ class _Layer(nn.Module):
         self.linear = nn.Linear(dim * (13 if aggregate == "pna" else 2), dim)
         self.norm = nn.LayerNorm(dim) if layer_norm else None
 
-    def forward(self, h, boundary, query, src, rel, dst, degree):
+    #: materialise the (E, B, d) messages (the earlier path, the tests' reference)
+    materialise = False
+
+    def forward(self, h, boundary, query, src, rel, dst, degree, blocks=None):
         if self.dependent:
-            w = self.relation_linear(query).view(-1, self.n_relations2, self.dim).transpose(0, 1)
-            w = w.index_select(0, rel)                                    # (E, B, d)
+            w = self.relation_linear(query).view(-1, self.n_relations2, self.dim).transpose(0, 1)  # (R, B, d)
         else:
-            w = self.relation.weight.index_select(0, rel).unsqueeze(1)    # (E, 1, d)
-        # index_select, not h[src]: its backward is index_add, not the slower accumulating index_put
-        x = h.index_select(0, src)
-        msg = x * w if self.message == "distmult" else x + w               # (E, B, d)
+            w = self.relation.weight.unsqueeze(1)                              # (R, 1, d)
+        pna = self.aggregate == "pna"
+        if self.materialise:
+            total, sq_total, high, low = self._materialised(h, w, boundary, src, rel, dst, pna)
+        else:
+            if blocks is None:
+                blocks = message_blocks(src, rel, dst, h.shape[0], h.shape[1] * h.shape[2])
+            total, sq_total, high, low = _BlockedMessages.apply(h, w, boundary, blocks, pna,
+                                                                self.message == "distmult")
         # each node also receives its own boundary vector as one more message
-        if self.aggregate == "sum":
-            return self._combine(h, torch.index_add(boundary, 0, dst, msg))
-        total, sq_total, high, low = _PNAAggregate.apply(msg, boundary, dst)
+        if not pna:
+            return self._combine(h, total)
         count, scale, inv_scale = degree.unbind(-1)
         mean = total / count
         std = (sq_total / count - mean * mean).clamp(min=1e-6).sqrt()
@@ -81,6 +91,16 @@ class _Layer(nn.Module):
         out = nn.functional.linear(h, w_h, self.linear.bias) + y[..., 0, :]
         out = out + scale * y[..., 1, :] + inv_scale * y[..., 2, :]
         return self._finish(out, h)
+
+    def _materialised(self, h, w, boundary, src, rel, dst, pna):
+        """The four aggregates through ``(E, B, d)`` messages (the reference for the blocked path)."""
+        # index_select, not h[src]: its backward is index_add, not the slower accumulating index_put
+        x = h.index_select(0, src)
+        w = w.index_select(0, rel)
+        msg = x * w if self.message == "distmult" else x + w               # (E, B, d)
+        if not pna:
+            return torch.index_add(boundary, 0, dst, msg), None, None, None
+        return _PNAAggregate.apply(msg, boundary, dst)
 
     def _combine(self, h, update):
         """Sum aggregation: linear([h, update]), layer norm, ReLU, short-cut."""
@@ -156,6 +176,178 @@ def _extreme_backward(msg, boundary, dst, extreme, grad, g_msg, g_boundary):
     g_boundary.add_(torch.where(self_hit, share, 0.0))
 
 
+#: elements (padded edges x queries x dim) of one block of messages: a few MB, so
+#: that a block's gathers, products and reductions stay in cache (the whole-layer
+#: tensors of the materialised path are tens of MB to GB)
+MESSAGE_BLOCK = 1 << 20
+#: padding allowed in a block of nodes of unequal in-degree, as a fraction of its slots
+MAX_PADDING = 0.25
+
+
+def message_blocks(src, rel, dst, n_nodes, width, block=None):
+    """Blocks of destination nodes of similar in-degree, with their in-edges as a padded dense layout.
+
+    Each block is a tuple ``(nodes, D, src_pad, rel_pad, pad_pos, pad_node, n_pad)``:
+    ``nodes`` (nb,) receive exactly their in-edges at rows ``[k * D, (k + 1) * D)``
+    of ``src_pad`` / ``rel_pad`` (nb * D,), node ``k``'s first edge repeated as
+    padding; ``pad_pos`` lists the padded rows, ``pad_node`` their node (local
+    index) and ``n_pad`` (nb, 1, 1) each node's count of them. Nodes are sorted
+    by in-degree, so a block wastes at most ``MAX_PADDING`` of its slots (or
+    holds nodes of one degree), and holds about ``block / width`` slots
+    (``width``: the floats of one message, ``B * d``). Nodes without in-edges
+    are in no block.
+    """
+    per_block = max(1, (block or MESSAGE_BLOCK) // max(1, width))
+    order = torch.argsort(dst, stable=True)
+    src, rel, dst = src[order], rel[order], dst[order]
+    counts = torch.bincount(dst, minlength=n_nodes)
+    start = torch.cumsum(counts, 0) - counts
+    perm = torch.argsort(counts, stable=True)
+    degrees, sizes = torch.unique_consecutive(counts[perm], return_counts=True)
+    groups, first = [], 0
+    for deg, size in zip(degrees.tolist(), sizes.tolist()):
+        if deg:
+            groups.append((first, first + size, deg))
+        first += size
+    # greedy over ascending degrees: a block takes the next nodes while it stays
+    # within per_block slots and MAX_PADDING of padding at the new, larger degree
+    spans, cur = [], None                                   # cur: [first, end, edges, degree]
+    for lo, hi, deg in groups:
+        cap = max(1, per_block // deg)
+        while lo < hi:
+            if cur is not None:
+                take = min(hi - lo, cap - (cur[1] - cur[0]))
+                if take > 0 and cur[2] + take * deg >= (1 - MAX_PADDING) * (cur[1] - cur[0] + take) * deg:
+                    cur = [cur[0], cur[1] + take, cur[2] + take * deg, deg]
+                    lo += take
+                    continue
+                spans.append((cur[0], cur[1], cur[3]))
+            take = min(hi - lo, cap)
+            cur = [lo, lo + take, take * deg, deg]
+            lo += take
+    if cur is not None:
+        spans.append((cur[0], cur[1], cur[3]))
+    blocks = []
+    for lo, hi, D in spans:
+        nodes = perm[lo:hi]
+        c = counts[nodes].unsqueeze(1)
+        j = torch.arange(D, device=dst.device).unsqueeze(0)
+        valid = j < c
+        idx = (start[nodes].unsqueeze(1) + torch.where(valid, j, 0)).reshape(-1)
+        pad_pos = (~valid).reshape(-1).nonzero().squeeze(1)
+        blocks.append((nodes, D, src[idx], rel[idx], pad_pos, torch.div(pad_pos, D, rounding_mode="floor"),
+                       (D - c).view(-1, 1, 1)))
+    return blocks
+
+
+def _block_messages(h, w, bnd, blk, distmult):
+    """``(x, w_e, msg)`` of a block, the padded slots' messages replaced by their node's boundary."""
+    nodes, D, src, rel, pad_pos, pad_node, _ = blk
+    x = h.index_select(0, src)
+    wb = w.index_select(0, rel)
+    msg = x * wb if distmult else x + wb
+    if pad_pos.numel():
+        msg.index_copy_(0, pad_pos, bnd.index_select(0, pad_node))
+    return x, wb, msg.view(nodes.shape[0], D, *msg.shape[1:])
+
+
+class _BlockedMessages(torch.autograd.Function):
+    """Sum, sum of squares, max and min of the messages ``h[src] (*|+) w[rel]`` at each node, by blocks.
+
+    ``h`` and ``boundary`` are ``(n, B, d)``; ``w`` is ``(R, B, d)`` (relation
+    vectors per query) or ``(R, 1, d)``. Every node's own ``boundary`` vector
+    counts as one more message. ``blocks`` (:func:`message_blocks`) lay each
+    block's in-edges out as a dense ``(nb, D, B, d)`` tensor, so the
+    aggregates are plain reductions over its second axis and the values
+    gathered from the destinations in the backward pass are broadcasts. A
+    padded slot carries a copy of its node's boundary message, which changes
+    no max or min; the sums and tie counts subtract the copies. With
+    ``pna=False`` only the sum is computed (the others are None).
+
+    Saved for the backward pass: ``h``, ``w``, ``boundary`` and the extremes,
+    ``O(n B d)``; the backward pass recomputes each block's messages and
+    counts the messages attaining each max and min, whose gradient ties share
+    evenly, as ``index_reduce``'s backward (and :class:`_PNAAggregate`) do.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w, boundary, blocks, pna, distmult):
+        total = boundary.clone()
+        if pna:
+            sq_total, high, low = boundary * boundary, boundary.clone(), boundary.clone()
+        for blk in blocks:
+            nodes, n_pad = blk[0], blk[6]
+            bnd = boundary.index_select(0, nodes)
+            _, _, msg = _block_messages(h, w, bnd, blk, distmult)
+            keep = (1 - n_pad).to(msg.dtype)                  # the boundary once, not its padded copies
+            total.index_copy_(0, nodes, torch.addcmul(msg.sum(1), keep, bnd))
+            if pna:
+                sq_total.index_copy_(0, nodes, torch.addcmul((msg * msg).sum(1), keep, bnd * bnd))
+                lo, hi = torch.aminmax(msg, dim=1)
+                high.index_copy_(0, nodes, torch.maximum(hi, bnd))
+                low.index_copy_(0, nodes, torch.minimum(lo, bnd))
+        ctx.blocks, ctx.pna, ctx.distmult = blocks, pna, distmult
+        if pna:
+            ctx.save_for_backward(h, w, boundary, high, low)
+            return total, sq_total, high, low
+        ctx.save_for_backward(h, w, boundary)
+        return total, None, None, None
+
+    @staticmethod
+    def backward(ctx, g_total, g_sq=None, g_high=None, g_low=None):
+        pna, distmult = ctx.pna, ctx.distmult
+        h, w, boundary, *extremes = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        zeros = torch.zeros_like(boundary)
+        g_total = zeros if g_total is None else g_total
+        pairs = []
+        if pna:
+            g_sq2 = zeros if g_sq is None else 2.0 * g_sq
+            pairs = [(ext, zeros if g is None else g) for ext, g in zip(extremes, (g_high, g_low))]
+        # nodes without in-edges: the boundary is their only message, its own max and min
+        g_boundary = g_total.clone()
+        if pna:
+            g_boundary.addcmul_(boundary, g_sq2)
+            for _, g in pairs:
+                g_boundary.add_(g)
+        g_h = torch.zeros_like(h) if need_h else None
+        g_w = torch.zeros(w.shape, dtype=w.dtype, device=w.device) if need_w else None
+        per_query_w = w.shape[1] == h.shape[1]
+        for blk in ctx.blocks:
+            nodes, pad_pos, n_pad = blk[0], blk[4], blk[6]
+            bnd = boundary.index_select(0, nodes)
+            x, wb, msg = _block_messages(h, w, bnd, blk, distmult)
+            g_tot = g_total.index_select(0, nodes)
+            g_bnd = g_tot.clone()
+            if pna:
+                g2 = g_sq2.index_select(0, nodes)
+                g_msg = torch.addcmul(g_tot.unsqueeze(1), msg, g2.unsqueeze(1))
+                g_bnd.addcmul_(bnd, g2)
+                keep = (1 - n_pad).to(msg.dtype)
+                for ext, g in pairs:
+                    ext_b = ext.index_select(0, nodes)
+                    hit = msg == ext_b.unsqueeze(1)
+                    self_hit = bnd == ext_b
+                    share = g.index_select(0, nodes) / torch.addcmul(hit.sum(1, dtype=msg.dtype), keep,
+                                                                     self_hit.to(msg.dtype))
+                    g_msg.add_(torch.where(hit, share.unsqueeze(1), 0.0))
+                    g_bnd.add_(torch.where(self_hit, share, 0.0))
+            else:
+                g_msg = g_tot.unsqueeze(1).expand(msg.shape).contiguous()
+            g_boundary.index_copy_(0, nodes, g_bnd)
+            if not (need_h or need_w):
+                continue
+            g_msg = g_msg.view(-1, *g_msg.shape[2:])
+            if pad_pos.numel():
+                g_msg.index_fill_(0, pad_pos, 0.0)            # padded slots are no edges
+            if need_h:
+                g_h.index_add_(0, blk[2], g_msg * wb if distmult else g_msg)
+            if need_w:
+                g_wb = g_msg * x if distmult else g_msg
+                g_w.index_add_(0, blk[3], g_wb if per_query_w else g_wb.sum(1, keepdim=True))
+        return g_h, g_w, g_boundary if need_b else None, None, None, None
+
+
 class NBFNet(nn.Module):
     """NBFNet: query-conditioned Bellman-Ford message passing over the fact graph, then an MLP scorer.
 
@@ -200,6 +392,12 @@ class NBFNet(nn.Module):
     #: no entity or relation tables (the memory check of ``fit`` reads these)
     entity_factor = 0
     relation_factor = 0
+    #: what ``KGEmbedder`` uses for the parameters left at None: the reference's width and
+    #: negatives; a batch of 32 queries keeps a FB15k-237 step within a few GB (O(n B d) a layer)
+    default_params = {"dim": 32, "batch_size": 32, "n_negatives": 32}
+    #: materialise each layer's (E, B, d) messages: the earlier, memory-bound path,
+    #: kept as the reference of the blocked one in tests and benchmarks
+    materialise_messages = False
 
     def __init__(self, n_entities, n_relations, dim=32, gamma=None, generator=None, n_layers=6,
                  aggregate="pna", message="distmult", dependent=False, layer_norm=True, short_cut=True,
@@ -238,10 +436,11 @@ class NBFNet(nn.Module):
 
     def _index_graph(self):
         h, r, t = self.graph.unbind(1)
-        # every edge (h, r, t) also runs backwards as (t, r + n_relations, h)
-        self._src = torch.cat([h, t])
-        self._rel = torch.cat([r, r + self.n_relations])
-        self._dst = torch.cat([t, h])
+        # every edge (h, r, t) also runs backwards as (t, r + n_relations, h); edges are kept
+        # sorted by destination (blocked message passing), _order maps them to [graph; inverse]
+        src, rel, dst = torch.cat([h, t]), torch.cat([r, r + self.n_relations]), torch.cat([t, h])
+        self._order = torch.argsort(dst, stable=True)
+        self._src, self._rel, self._dst = src[self._order], rel[self._order], dst[self._order]
         self._triple_keys = (h * self.n_relations + r) * self.n_entities + t
         self._pair_keys = h * self.n_entities + t
 
@@ -299,19 +498,23 @@ class NBFNet(nn.Module):
         """
         src, rel_e, dst = self._src, self._rel, self._dst
         if keep is not None:
-            keep2 = torch.cat([keep, keep])
+            keep2 = torch.cat([keep, keep])[self._order]
             src, rel_e, dst = src[keep2], rel_e[keep2], dst[keep2]
         query = self.query(rel)
         B = anchor.shape[0]
         boundary = torch.zeros(self.n_entities, B, self.dim, dtype=query.dtype, device=query.device)
         boundary = boundary.index_put((anchor, torch.arange(B, device=anchor.device)), query)
         degree = degree_scalers(dst, self.n_entities, query.dtype)
+        blocks = None if self.materialise_messages else message_blocks(src, rel_e, dst, self.n_entities,
+                                                                        B * self.dim)
         h = boundary
         for layer in self.layers:
+            layer.materialise = self.materialise_messages
+            args = (h, boundary, query, src, rel_e, dst, degree, blocks)
             if self.use_checkpoint and torch.is_grad_enabled():
-                h = _checkpoint(layer, h, boundary, query, src, rel_e, dst, degree, use_reentrant=False)
+                h = _checkpoint(layer, *args, use_reentrant=False)
             else:
-                h = layer(h, boundary, query, src, rel_e, dst, degree)
+                h = layer(*args)
         return h.transpose(0, 1), query
 
     def score_nodes(self, nodes, query):

@@ -41,8 +41,18 @@ SAMPLERS = {
     "adversarial": AdversarialSampler,
 }
 
-__all__ = ["SAMPLERS", "make_sampler", "n_generated", "draw_negatives", "with_generated", "UniformSampler", "BernoulliSampler", "SANSampler",
+__all__ = ["SAMPLERS", "make_sampler", "resolve_emu_resample", "n_generated", "draw_negatives", "with_generated",
+           "UniformSampler", "BernoulliSampler", "SANSampler",
            "NSCachingSampler", "AdversarialSampler"]
+
+
+def resolve_emu_resample(emu_resample, sampler):
+    """``emu_resample`` with ``'auto'`` resolved: True, except for samplers that set ``emu_reuses_draw``
+    (SAN: the EMU reference mutates the vanilla term's own SAN negatives, ``if_CE 2``)."""
+    if isinstance(emu_resample, str) and emu_resample == "auto":
+        cls = SAMPLERS.get(sampler) if isinstance(sampler, str) else sampler
+        return not getattr(cls, "emu_reuses_draw", False)
+    return bool(emu_resample)
 
 
 def make_sampler(sampler):

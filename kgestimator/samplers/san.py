@@ -161,6 +161,9 @@ class SANSampler(UniformSampler):
     """
 
     shares_negatives = False
+    #: the EMU term mutates the vanilla term's negatives under ``emu_resample='auto'``,
+    #: as the EMU reference does for SAN (``if_CE 2``)
+    emu_reuses_draw = True
 
     def __init__(self, k_hop=3, n_random_walks=1000, max_candidates=1000, max_rounds=10,
                  legacy_chained_walks=False):
@@ -201,29 +204,38 @@ class SANSampler(UniformSampler):
         device = batch.device
         anchor = batch[:, 0] if side == "tail" else batch[:, 2]
         rel = batch[:, 1]
-        start = self.pool_indptr_[anchor].unsqueeze(1)
-        size = (self.pool_indptr_[anchor + 1] - self.pool_indptr_[anchor]).unsqueeze(1)
+        start = self.pool_indptr_[anchor]
+        size = self.pool_indptr_[anchor + 1] - start
         last = max(0, self.pool_indices_.numel() - 1)
-        use_pool = size > 0                                     # (B, 1)
-        shape = (batch.shape[0], n_negatives)
-        ids = torch.empty(shape, dtype=torch.long, device=device)
-        need = torch.ones(shape, dtype=torch.bool, device=device)
-        produced = torch.zeros_like(use_pool)
-        for _ in range(self.max_rounds):
-            offset = (torch.rand(shape, generator=generator, device=device) * size).long()
-            uniform = torch.randint(self.n_entities_, shape, generator=generator, device=device)
+        use_pool = size > 0                                     # (B,)
+        B = batch.shape[0]
+        shape = (B, n_negatives)
+
+        def draw(n_slots, size, start, use_pool):
+            offset = (torch.rand(n_slots, generator=generator, device=device) * size).long()
+            uniform = torch.randint(self.n_entities_, n_slots, generator=generator, device=device)
             from_pool = self.pool_indices_[(start + offset).clamp(max=last)] \
                 if self.pool_indices_.numel() else uniform
-            ids = torch.where(need, torch.where(use_pool, from_pool, uniform), ids)
-            bad = need & self.known_.contains(anchor, rel, ids, side)
-            # a pool that has produced no valid candidate (only true answers) is given
-            # up for uniform; the reference decides this on rounds of 2N fresh draws
-            produced |= (need & ~bad).any(1, keepdim=True)
-            use_pool &= produced
-            need = bad
-            if not bool(need.any()):
+            return torch.where(use_pool, from_pool, uniform)
+
+        # round one draws every slot by broadcasting; later rounds redraw only the slots
+        # still holding a known triple (a few percent), gathering their rows' values
+        ids = draw(shape, size.unsqueeze(1), start.unsqueeze(1), use_pool.unsqueeze(1))
+        bad = self.known_.contains(anchor, rel, ids, side)
+        # a pool whose first N draws are all true answers is given up for uniform
+        # (the reference decides this on rounds of 2N fresh draws)
+        use_pool &= ~bad.all(1)
+        ids = ids.view(-1)
+        todo = bad.view(-1).nonzero().squeeze(1)
+        for _ in range(self.max_rounds - 1):
+            if not todo.numel():
                 break
-        return ids
+            row = torch.div(todo, n_negatives, rounding_mode="floor")
+            drawn = draw(todo.shape, size[row], start[row], use_pool[row])
+            ids[todo] = drawn
+            bad = self.known_.contains(anchor[row], rel[row], drawn.unsqueeze(1), side).squeeze(1)
+            todo = todo[bad]
+        return ids.view(shape)
 
     def state_dict(self):
         return {"pool_indptr": self.pool_indptr_, "pool_indices": self.pool_indices_}

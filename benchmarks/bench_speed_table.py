@@ -1,0 +1,255 @@
+"""Every ratio of issue 21's speed table in one run, as JSON (one process, measurements interleaved).
+
+Rows: hard samplers against uniform (FB15k-237 steps, with and without EMU), the
+distance models against ComplEx / RotatE, the EMU step against the vanilla step
+per model, NBFNet's blocked message passing against the materialised path it
+replaced (same process, alternating), NBFNet's default configuration on kinship,
+the hard samplers' epochs on nations, and the fixed costs of a small filtered
+evaluation (first call against a repeated one).
+
+Each timing alternates the configurations it compares, ``--repeats`` times, and
+reports the median and the spread (min, max) of each; a ratio is the ratio of
+medians. ``--clock cpu`` measures the process's CPU time instead of wall time:
+on a shared machine, with one torch thread, that removes the time spent waiting
+for a core (the default on a busy machine; use ``--clock wall --threads 2`` on a
+quiet one).
+
+    python benchmarks/bench_speed_table.py                       # full settings (long)
+    python benchmarks/bench_speed_table.py --short               # a few steps per row
+    python benchmarks/bench_speed_table.py --rows samplers,nbfnet --short
+
+Writes ``benchmarks/results/speed_table.json``.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _common import machine, write_json  # noqa: E402
+
+ROWS = ("samplers", "models", "nbfnet", "nbfnet_defaults", "small_graph", "evaluation")
+
+
+def _clock(kind):
+    return time.process_time if kind == "cpu" else time.perf_counter
+
+
+def interleaved(jobs, repeats, clock, warmup=1):
+    """``{name: {median, min, max, runs}}`` (seconds) of ``jobs`` ``{name: fn}``, run alternately."""
+    for fn in jobs.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, fn in jobs.items():
+            t0 = clock()
+            fn()
+            times[name].append(clock() - t0)
+    return {name: {"median": statistics.median(t), "min": min(t), "max": max(t), "runs": t}
+            for name, t in times.items()}
+
+
+def _encoded(dataset, n=None):
+    import torch
+
+    from kgestimator import data as kgdata
+    from kgestimator import load_dataset
+    from kgestimator.estimator import _encode_strict
+
+    d = load_dataset(dataset)
+    train = d.train if n is None else d.train[:n]
+    ents, rels = kgdata.build_vocabulary(train)
+    return _encode_strict(train, ents, rels, torch.device("cpu")), len(ents), len(rels)
+
+
+def _stepper(model_name, sampler_name, emu, ids, n_ent, n_rel, args, seed=0, compile=False):
+    """A function taking one training step (batch, forward, backward, Adam) of the given configuration."""
+    import torch
+
+    from kgestimator import KGEmbedder
+    from kgestimator.models import make_model
+    from kgestimator.samplers import SAMPLERS
+    from kgestimator.training import make_config, make_optimizer, masked_distance_fn, pairwise_fn, step_loss
+
+    gen = torch.Generator().manual_seed(seed)
+    sampler_params = {"n_random_walks": args.san_walks} if sampler_name == "san" else {}
+    sampler = SAMPLERS[sampler_name](**sampler_params).fit(ids, n_ent, n_rel, generator=gen)
+    gamma = 24.0 if model_name in ("distmult", "complex") else 6.0
+    model = make_model(model_name, n_ent, n_rel, args.dim, gamma, generator=torch.Generator().manual_seed(seed))
+    # the estimator's own resolution of every setting (EMU values, emu_resample='auto', compile)
+    est = KGEmbedder(model=model_name, sampler=sampler_name, emu=emu, dim=args.dim, gamma=gamma,
+                     n_negatives=args.n_negatives, batch_size=args.batch_size, compile=compile)
+    cfg = make_config(est.get_params(deep=False), est._check_params(), ids.shape[0], "cpu")
+    optimizer = make_optimizer("adam", model, 0.01)
+    pairwise = pairwise_fn(model, compile)
+    masked = masked_distance_fn(model, compile) if emu else None
+    state = {"step": 0}
+
+    def step():
+        batch = ids[torch.randint(ids.shape[0], (args.batch_size,), generator=gen)]
+        loss = step_loss(model, pairwise, sampler, cfg, batch, state["step"], gen, masked)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state["step"] += 1
+
+    return step
+
+
+def row_samplers(args, clock):
+    ids, n_ent, n_rel = _encoded(args.dataset)
+    out = {}
+    for emu in (False, True):
+        jobs = {s: _stepper("distmult", s, emu, ids, n_ent, n_rel, args) for s in args.samplers}
+        t = interleaved(jobs, args.repeats, clock)
+        base = t["uniform"]["median"]
+        out["emu" if emu else "plain"] = {s: {**v, "ms": 1000 * v["median"], "vs_uniform": v["median"] / base}
+                                          for s, v in t.items()}
+    return out
+
+
+def row_models(args, clock):
+    ids, n_ent, n_rel = _encoded(args.dataset)
+    jobs = {}
+    for model in args.models:
+        for emu in (False, True):
+            jobs[f"{model}{'+emu' if emu else ''}"] = _stepper(model, "uniform", emu, ids, n_ent, n_rel, args)
+    t = interleaved(jobs, args.repeats, clock)
+    med = {k: v["median"] for k, v in t.items()}
+    ratios = {f"{m}_emu_over_vanilla": med[f"{m}+emu"] / med[m] for m in args.models}
+    if "rotate" in med and "complex" in med:
+        ratios["rotate_over_complex"] = med["rotate"] / med["complex"]
+    if "hake" in med and "rotate" in med:
+        ratios["hake_over_rotate"] = med["hake"] / med["rotate"]
+    return {"steps_ms": {k: 1000 * v for k, v in med.items()}, "spread": t, "ratios": ratios}
+
+
+def _nbfnet_job(model, anchor, rel, materialise):
+    def run():
+        model.materialise_messages = materialise
+        nodes, query = model.propagate(anchor, rel)
+        model.score_nodes(nodes[:, :33], query).sum().backward()
+    return run
+
+
+def row_nbfnet(args, clock):
+    import torch
+
+    from kgestimator import memory
+    from kgestimator.models import NBFNet
+    from types import SimpleNamespace
+
+    out = {}
+    for dataset, batch in (("kinship", 32), ("WN18RR", 4)):
+        ids, n_ent, n_rel = _encoded(dataset)
+        model = NBFNet(n_ent, n_rel, 32, generator=torch.Generator().manual_seed(0), n_layers=6).set_graph(ids)
+        gen = torch.Generator().manual_seed(0)
+        anchor = torch.randint(n_ent, (batch,), generator=gen)
+        rel = torch.randint(2 * n_rel, (batch,), generator=gen)
+        t = interleaved({"materialised": _nbfnet_job(model, anchor, rel, True),
+                         "blocked": _nbfnet_job(model, anchor, rel, False)}, args.nbf_repeats, clock, warmup=0)
+        out[dataset] = {"batch": batch, **t, "speedup": t["materialised"]["median"] / t["blocked"]["median"]}
+    # FB15k-237 at the reference batch: the activations the memory check estimates (no run)
+    ids, n_ent, n_rel = _encoded("FB15k-237")
+    cfg = SimpleNamespace(batch_size=64, n_negatives=32, emu=False, emu_resample=True)
+    need = memory.activation_estimate(NBFNet, n_ent, n_rel, ids.shape[0], cfg, 32,
+                                      {"n_layers": 6, "dependent": True})[0]
+    out["FB15k-237_batch64_activation_estimate_GB"] = need / 2 ** 30
+    out["FB15k-237_batch64_materialised_messages_GB"] = 4 * 3 * 6 * 2 * ids.shape[0] * 64 * 32 / 2 ** 30
+    return out
+
+
+def row_nbfnet_defaults(args, clock):
+    from kgestimator import KGEmbedder, load_dataset
+
+    d = load_dataset("kinship")
+    est = KGEmbedder(model="nbfnet", emu=True, max_steps=args.nbf_steps, random_state=0).fit(d.train)
+    per_step = sum(h["seconds"] for h in est.history_) / est.history_[-1]["step"]
+    steps = -(-len(d.train) // est.model_.default_params["batch_size"])
+    return {"seconds_per_step_wall": per_step, "steps_per_epoch": steps,
+            "implied_minutes_for_20_epochs": 20 * steps * per_step / 60, "steps_timed": est.history_[-1]["step"]}
+
+
+def row_small_graph(args, clock):
+    from kgestimator import KGEmbedder, load_dataset
+
+    d = load_dataset("nations")
+    epochs = {}
+    configs = (("uniform", True), ("san", True), ("nscaching", True), ("adversarial", False), ("adversarial", True))
+    for _ in range(args.repeats):  # alternating; the epochs' own clocks (wall), set-up (SAN pools) apart
+        for sampler, emu in configs:
+            est = KGEmbedder(sampler=sampler, emu=emu, n_epochs=args.small_epochs, random_state=0).fit(d.train)
+            per_epoch = [h["seconds"] for h in est.history_[1:]]  # the first epoch warms up
+            epochs.setdefault(f"{sampler}{'+emu' if emu else ''}", []).append(statistics.median(per_epoch))
+    base = statistics.median(epochs["uniform+emu"])
+    return {k: {"seconds_per_epoch": statistics.median(v), "min": min(v), "max": max(v), "runs": v,
+                "vs_uniform_emu": statistics.median(v) / base, "clock": "wall (epoch records)"}
+            for k, v in epochs.items()}
+
+
+def row_evaluation(args, clock):
+    import numpy as np
+
+    from kgestimator import KGEmbedder, load_dataset
+
+    d = load_dataset("FB15k-237")
+    est = KGEmbedder(n_epochs=1, random_state=0).fit(d.train[:30000])
+    test = np.asarray(d.test)[:2000]
+    filt = np.concatenate([np.asarray(d.valid), np.asarray(d.test)])
+    firsts, repeats = [], []
+    for _ in range(args.repeats):
+        est._eval_cache = None  # what every call paid before the cache
+        t0 = clock()
+        est.evaluate(test, filter_triples=filt)
+        firsts.append(clock() - t0)
+        t0 = clock()
+        est.evaluate(test, filter_triples=filt)
+        repeats.append(clock() - t0)
+    first, again = statistics.median(firsts), statistics.median(repeats)
+    return {"first_call_s": firsts, "repeated_call_s": repeats, "speedup": first / again,
+            "fixed_cost_share_of_first_call": (first - again) / first,
+            "note": "the repeated call still ranks everything: its time is the ranking (plus digests)"}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--dataset", default="FB15k-237", help="dataset of the sampler and model step rows")
+    p.add_argument("--samplers", default="uniform,san,nscaching,adversarial")
+    p.add_argument("--models", default="distmult,complex,transe,rotate,hake")
+    p.add_argument("--dim", type=int, default=100)
+    p.add_argument("--n-negatives", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--san-walks", type=int, default=1000, help="SAN random walks per entity (pool building)")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--nbf-repeats", type=int, default=3)
+    p.add_argument("--nbf-steps", type=int, default=20, help="steps of the default NBFNet fit on kinship")
+    p.add_argument("--small-epochs", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    p.add_argument("--short", action="store_true", help="few repeats and steps (a smoke run, noisy)")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "speed_table.json"))
+    args = p.parse_args()
+    if args.short:
+        args.repeats, args.nbf_repeats, args.nbf_steps, args.small_epochs = 3, 2, 3, 4
+        args.san_walks = min(args.san_walks, 50)
+    args.samplers, args.models = args.samplers.split(","), args.models.split(",")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    clock = _clock(args.clock)
+    result = {"machine": machine(), "config": vars(args), "rows": {}}
+    for row in args.rows.split(","):
+        t0 = time.perf_counter()
+        result["rows"][row] = globals()[f"row_{row}"](args, clock)
+        print(f"{row}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        write_json(args.out, result)
+    for row, value in result["rows"].items():
+        print(row, {k: v for k, v in value.items() if not isinstance(v, dict)} if isinstance(value, dict) else value)
+
+
+if __name__ == "__main__":
+    main()
