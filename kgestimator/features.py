@@ -301,11 +301,11 @@ class EntityEmbeddingTransformer(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features_in_)
+        X : array-like of shape (n_samples, ``n_features_in_``)
 
         Returns
         -------
-        features : ndarray of shape (n_samples, n_features_in_ * width)
+        features : ndarray of shape (n_samples, ``n_features_in_ * width``)
         """
         check_is_fitted(self, "embeddings_")
         X, names = _label_columns(X)
