@@ -67,14 +67,13 @@ EMU_PRESETS = {name: {model: {"alpha": a, "mutation_ratio": round(1.0 - flag, 6)
                       for model, (a, flag, b) in table.items()}
                for name, table in _PAPER_SETTINGS.items()}
 
-#: What ``'auto'`` resolves to, per model, as (alpha, keep flag, beta). DistMult and ComplEx take the
-#: released scripts' setting, not Table 5's: at equal budget it beat both Table 5 and no EMU on every
-#: graph measured (FB15k-237 for both and WN18RR for ComplEx under the reference schedule, nations
-#: and make_kg at the library's defaults; BENCHMARKS.md §8, benchmarks/emu_defaults.py), while Table
-#: 5's values scored below no EMU on FB15k-237 and, for ComplEx, on nations. The other models keep
-#: their table values (Table 5's RotatE and TransE values are the scripts' setting).
-EMU_DEFAULTS = {**_PAPER_SETTINGS["table5"], "complex": _PAPER_SETTINGS["scripts"]["complex"],
-                "distmult": _PAPER_SETTINGS["scripts"]["distmult"]}
+#: What ``'auto'`` resolves to, per model, as (alpha, keep flag, beta): Table 5 (7 for HAKE, 15 for
+#: NBFNet). Which setting is best depends on the configuration, not only on the model: at the
+#: library's defaults (d=100, 256 negatives, batch 1000) the released scripts' setting beat Table 5
+#: and no EMU for DistMult and ComplEx on nations and make_kg, and under the reference schedule on
+#: FB15k-237; at the demo's smaller configuration (d=32-64, 64 negatives, batch 500) it lost to both,
+#: while Table 5 beat no EMU (BENCHMARKS.md §8). Until a rule covers both, 'auto' keeps the tables.
+EMU_DEFAULTS = dict(_PAPER_SETTINGS["table5"])
 
 #: loss name -> one line for ``kgestimator list`` (the registry is :data:`kgestimator.losses.LOSSES`)
 LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}

@@ -151,7 +151,7 @@ def test_emu_auto_resolves_to_table(kg):
     assert est.emu_params_ == {"alpha": 0.5, "mutation_ratio": 0.3, "beta": 0.2}
 
 
-def test_emu_presets_name_the_paper_settings_and_auto_takes_the_scripts_for_bilinear_models(kg):
+def test_emu_presets_name_the_paper_settings(kg):
     from kgestimator.estimator import EMU_PRESETS
 
     scripts = {"alpha": 0.11, "mutation_ratio": 0.61, "beta": 0.53}
@@ -160,12 +160,12 @@ def test_emu_presets_name_the_paper_settings_and_auto_takes_the_scripts_for_bili
                                                  "beta": 0.53}
     assert all(p == pytest.approx(scripts) for p in EMU_PRESETS["scripts"].values())
     fits = {}
-    for name in ("auto", "table5"):
+    for name in ("auto", "scripts"):
         extra = {} if name == "auto" else EMU_PRESETS[name]["complex"]
         est = KGEmbedder(**{**FAST, "n_epochs": 1}, model="complex", emu=True, random_state=0, **extra)
         fits[name] = est.fit(kg.train[:200]).emu_params_
-    assert fits["auto"] == pytest.approx(scripts)  # the released scripts' setting, not Table 5's
-    assert fits["table5"] == pytest.approx(EMU_PRESETS["table5"]["complex"]) != fits["auto"]
+    assert fits["auto"] == pytest.approx(EMU_PRESETS["table5"]["complex"])  # 'auto' is Table 5
+    assert fits["scripts"] == pytest.approx(scripts) != fits["auto"]
 
 
 def test_non_finite_loss_raises_clear_error(kg):
