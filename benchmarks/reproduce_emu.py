@@ -158,7 +158,7 @@ def estimator_params(c):
                   random_state=c["seed"], **METHODS[c["method"]])
     if c["method"] in BASELINES:
         params.update(regularizer="l3", reg_weight=L3[c["model"]])
-    if c["method"] == "uni_emu" or c["method"] == "san_emu":
+    if c["method"] in ("uni_emu", "san_emu"):
         # the paper's Table 5 (7 for HAKE) values, named: 'auto' has since moved to the scripts' setting
         # for DistMult and ComplEx, and these cells reproduce the tables
         params.update(EMU_PRESETS["table5"][c["model"]])

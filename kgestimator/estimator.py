@@ -25,6 +25,10 @@ from ._utils import make_generator, resolve_device, to_numpy
 from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import EvaluationCache, digest, evaluate_ranks, query_batch_size, score_all
+from .calibration import apply_calibrator, fit_calibrator, labelled_ids
+from .conformal import evaluate_sets as conformal_coverage
+from .conformal import fit_conformal, predict_sets
+from .features import entity_table, relation_table, triple_feature_names, triple_features
 from .filtering import KnownTriples
 from .lcwa import TRAININGS
 from .relations import relation_index, relation_metrics, score_relations
@@ -921,14 +925,10 @@ class KGEmbedder(BaseEstimator):
     # ------------------------------------------------------------------ embeddings as features
     @property
     def entity_embeddings_(self):
-        from .features import entity_table
-
         return entity_table(self)
 
     @property
     def relation_embeddings_(self):
-        from .features import relation_table
-
         return relation_table(self)
 
     def transform(self, X):
@@ -946,8 +946,6 @@ class KGEmbedder(BaseEstimator):
             :meth:`get_feature_names_out` names the columns. Not available for
             NBFNet (no entity table; a ValueError says so).
         """
-        from .features import triple_features
-
         return triple_features(self, X)
 
     def fit_transform(self, X, y=None, **fit_params):
@@ -956,8 +954,6 @@ class KGEmbedder(BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         """Names of the :meth:`transform` columns: ``head0..``, ``relation0..``, ``tail0..``, ``score``."""
-        from .features import triple_feature_names
-
         check_is_fitted(self)
         return triple_feature_names(self)
 
@@ -990,8 +986,6 @@ class KGEmbedder(BaseEstimator):
             With ``calibrator_`` set; the model itself is unchanged. A later
             ``fit`` removes it; :meth:`save` does not write it (a pickle keeps it).
         """
-        from .calibration import fit_calibrator, labelled_ids
-
         check_is_fitted(self)
         ids, y = labelled_ids(self, X, n_negatives, filter_triples, random_state)
         scores = self._score_ids(ids)
@@ -1018,8 +1012,6 @@ class KGEmbedder(BaseEstimator):
         -------
         proba : ndarray of shape (n_triples,)
         """
-        from .calibration import apply_calibrator
-
         check_is_fitted(self)
         return apply_calibrator(self.calibrator_, self.score_samples(X))
 
@@ -1056,8 +1048,6 @@ class KGEmbedder(BaseEstimator):
             With ``conformal_`` set. A later ``fit`` removes it; :meth:`save`
             does not write it (a pickle keeps it).
         """
-        from .conformal import fit_conformal
-
         check_is_fitted(self)
         ids, ok, _ = self._encode(X, 3, name="X")
         ids = ids[torch.as_tensor(ok, device=self.device_)]
@@ -1097,8 +1087,6 @@ class KGEmbedder(BaseEstimator):
 
     def _predict_set(self, X, coverage, direction, random_state):
         """``(query labels, label arrays, score arrays)`` of :meth:`predict_set`."""
-        from .conformal import predict_sets
-
         self._check_calibrated_sets(coverage)
         query_labels, anchor, rel = self._queries(X, direction)
         ids, scores = predict_sets(self, anchor, rel, direction, self._known_index(), coverage, random_state)
@@ -1118,13 +1106,11 @@ class KGEmbedder(BaseEstimator):
             over both sides, the same under ``'head'`` and ``'tail'``, and
             ``target_coverage``, ``n_triples``, ``n_unknown``, ``n_relation_groups``.
         """
-        from .conformal import evaluate_sets
-
         self._check_calibrated_sets(coverage)
         ids, known, _ = self._encode(X, 3, name="X")
         ok = torch.as_tensor(known, device=self.device_)
         ids = ids[ok]
-        return evaluate_sets(self, ids, self._known_index(self._with_filter(ids, filter_triples)), coverage,
+        return conformal_coverage(self, ids, self._known_index(self._with_filter(ids, filter_triples)), coverage,
                              int((~known).sum()), random_state)
 
     def _with_filter(self, ids, filter_triples):

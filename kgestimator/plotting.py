@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from .calibration import calibration_bins, expected_calibration_error
 from .data import encode
 from .mutation import emu_mask, mutate
 from .samplers import UniformSampler, draw_negatives, n_generated, with_generated
@@ -384,8 +385,6 @@ def plot_reliability_diagram(y_true, probabilities, n_bins=10, ax=None):
     -------
     ax : matplotlib Axes
     """
-    from .calibration import calibration_bins, expected_calibration_error
-
     ax = _axes(ax)
     curves = probabilities if isinstance(probabilities, dict) else {"": probabilities}
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="perfectly calibrated")
