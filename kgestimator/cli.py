@@ -28,7 +28,7 @@ from pathlib import Path
 
 # the rest of the package (torch, scikit-learn) is imported inside the commands, so that
 # `kgestimator --help` and argument errors answer at once
-from ._cli_params import add_estimator_arguments, estimator_params, flag_message
+from ._cli_params import add_estimator_arguments, estimator_params
 
 #: per-model demo settings on ``make_kg(random_state=seed)`` (about 4,800 training
 #: triples, 300 entities), chosen so that each fit takes seconds on one CPU core
@@ -124,11 +124,9 @@ def _torch_session(args, device, threads):
     from ._utils import resolve_device
 
     try:
-        resolved = resolve_device(device)
+        resolve_device(device)
     except ValueError as exc:
-        raise _error(args, flag_message(str(exc))) from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise _error(args, f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        raise _error(args, f"--device {device}: {exc}") from None
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -381,15 +379,16 @@ def _estimator_class():
 
 
 def _checked_estimator(args):
-    """The estimator of the flags, its parameters checked before any data is read."""
-    from .samplers import make_sampler
+    """The estimator of the flags, its parameters checked before any data is read.
 
+    Each flag's value passed its parameter's constraints as it was read; what is
+    left to fail here are the rules that span several parameters.
+    """
     est = _estimator_class()(**estimator_params(args, args.param_names))
     try:
         est._check_params()
-        make_sampler(est.sampler)
     except (ValueError, TypeError) as exc:
-        raise _error(args, flag_message(str(exc))) from None
+        raise _error(args, str(exc)) from None
     return est
 
 
