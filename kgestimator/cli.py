@@ -781,6 +781,11 @@ def _run_demo(args, out):
                          f"{m['hits@1']:.3f}", f"{m['hits@10']:.3f}", f"{seconds:.1f}"])
             results.setdefault(name, []).append((m["mrr"], seconds, emu_params))
 
+    _print_demo_results(rows, results, chance, out)
+    return 0
+
+
+def _print_demo_results(rows, results, chance, out):
     print(file=out)
     header = ["model", "method", "alpha / mutation_ratio / beta", "MRR", "Hits@1", "Hits@10", "fit s"]
     print(_format_table(header, rows), file=out)
@@ -790,7 +795,6 @@ def _run_demo(args, out):
     print(EMU_LINE, file=out)
     for name, ((mrr_off, s_off, _), (mrr_on, s_on, params)) in results.items():
         print(emu_verdict(name, mrr_off, mrr_on, s_on / max(s_off, 1e-9), params), file=out)
-    return 0
 
 
 #: test MRR differences below this are read as no difference (the demo's seed-to-seed spread is larger)
