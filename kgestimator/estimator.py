@@ -1,5 +1,6 @@
 """``KGEmbedder``: the scikit-learn estimator. Parameters, validation and glue; no maths."""
 
+import contextlib
 import copy
 import io
 import numbers
@@ -392,17 +393,19 @@ class KGEmbedder(BaseEstimator):
         """
         emu_params = self._check_params()
         fit_params = _params_at_fit(self)
-        try:
-            with torch_threads(fit_threads(self.n_threads)):
-                return self._fit(X, valid, emu_params, fit_params)
-        finally:
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                # hand the training's cached blocks (activations, optimiser state) back, so the
-                # next fit on this GPU, or another process sharing it, can use them
-                torch.cuda.empty_cache()
+        with torch_threads(fit_threads(self.n_threads)), _cuda_cache_released():
+            run = self._prepare_fit(X, valid, emu_params, fit_params)
+            with self._training(run) as progress:
+                run.history = train(run.parts.model, run.fit_ids, run.parts.sampler, run.cfg, run.parts.gen,
+                                    validate=run.validate, progress=progress, checkpoint=run.checkpoint,
+                                    sync=run.sync)
+            if run.history is not None:  # else interrupted: _training fitted what there was
+                self._set_fitted(_fitted(run, run.history))
+                run.hooks.end()
+        return self
 
-    def _fit(self, X, valid, emu_params, fit_params):
-        """The stages of ``fit`` after validation: data, parts, training, fitted attributes.
+    def _prepare_fit(self, X, valid, emu_params, fit_params):
+        """Everything ``train`` needs, as a ``_FitRun``: data, model, sampler, validation, checkpoint, hooks.
 
         fit is transactional: the fitted state is assembled in ``_FitParts`` and
         assigned at once at the end (or on Ctrl-C, as documented), so a fit that
@@ -417,8 +420,6 @@ class KGEmbedder(BaseEstimator):
         fit_ids, sync = parts.train_ids, None
         if ctx is not None:
             fit_ids, sync = self._distribute(parts, cfg, ctx, device)
-        checkpoint = self._checkpointer(parts, fit_params)
-        validate = self._validation(parts, cfg, ctx, device)
         main = ctx is None or ctx.is_main
         desc = f"{self.model}{'+EMU' if self.emu else ''}"
         if main:
@@ -427,37 +428,36 @@ class KGEmbedder(BaseEstimator):
                         "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
         # callbacks run where the progress is reported: on rank 0 only
         hooks = CallbackRunner(check_callbacks(self.callbacks) if main else (), self, can_stop=ctx is None)
+        return _FitRun(parts, cfg, ctx, fit_ids, sync, self._checkpointer(parts, fit_params),
+                       self._validation(parts, cfg, ctx, device), hooks, desc, emu_params, fit_params)
+
+    @contextlib.contextmanager
+    def _training(self, run):
+        """Around ``train``: the checkpoint's lock, the progress bar and callbacks, and what a stop or a
+        failure leaves (Ctrl-C: fitted with the weights so far, a warning; divergence: the estimator
+        unchanged, a copy with the last finite weights in the error)."""
+        main = run.ctx is None or run.ctx.is_main
         try:
-            if checkpoint is not None:
-                checkpoint.prepare()  # takes the run's lock: one fit per run at a time
-            with epoch_progress(desc, self.verbose if main else 0,
+            if run.checkpoint is not None:
+                run.checkpoint.prepare()  # takes the run's lock: one fit per run at a time
+            with epoch_progress(run.desc, self.verbose if main else 0,
                                 None if self.max_steps else self.n_epochs) as progress:
-                hooks.begin()
-                history = train(parts.model, fit_ids, parts.sampler, cfg, parts.gen, validate=validate,
-                                progress=hooks.wrap(progress) if main else None, checkpoint=checkpoint, sync=sync)
+                run.hooks.begin()
+                yield run.hooks.wrap(progress) if main else None
         except TrainingInterrupted as stop:
-            self._set_fitted(_fitted(parts, stop.history, emu_params, checkpoint, fit_params))
-            warnings.warn(str(stop), UserWarning, stacklevel=2)
-            hooks.end()
-            return self
+            self._set_fitted(_fitted(run, stop.history))
+            warnings.warn(str(stop), UserWarning, stacklevel=4)  # at the caller of fit
+            run.hooks.end()
         except NonFiniteLossError as err:
-            kept = _fitted(parts, err.history, emu_params, checkpoint, fit_params) if err.weights_kept else None
-            diverged = self._diverged(err, kept, checkpoint)
-            hooks.error(diverged)
+            diverged = self._diverged(err, _fitted(run, err.history) if err.weights_kept else None, run.checkpoint)
+            run.hooks.error(diverged)
             raise diverged from None
         except Exception as err:
-            hooks.error(err)
+            run.hooks.error(err)
             raise
         finally:
-            if checkpoint is not None:
-                checkpoint.close()
-        state = _fitted(parts, history, emu_params, checkpoint, fit_params)
-        if ctx is not None:
-            batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
-            state["distributed_"] = _report_throughput(history, ctx, batch, device)
-        self._set_fitted(state)
-        hooks.end()
-        return self
+            if run.checkpoint is not None:
+                run.checkpoint.close()
 
     def _fit_context(self, device):
         """``(device, distributed context or None, random_state shared by the ranks)``."""
@@ -1131,16 +1131,50 @@ class _FitParts:
     known_ids: torch.Tensor | None = None       # training and validation ids: the filter of evaluations
 
 
-def _fitted(parts, history, emu_params, checkpoint, fit_params):
+@dataclass
+class _FitRun:
+    """One fit's training run: what ``train`` takes, and what the fitted state is made of."""
+
+    parts: _FitParts
+    cfg: object
+    ctx: object                  # distributed context, or None
+    fit_ids: torch.Tensor        # this rank's training ids
+    sync: object
+    checkpoint: object
+    validate: object
+    hooks: CallbackRunner
+    desc: str
+    emu_params: dict
+    fit_params: dict
+    history: list | None = None
+
+
+def _fitted(run, history):
     """The fitted attributes of one fit, assigned together by ``KGEmbedder._set_fitted``."""
+    parts, checkpoint = run.parts, run.checkpoint
     parts.model.eval()  # dropout is for training only; score_samples does not switch modes
+    distributed = None
+    if run.ctx is not None:
+        batch = min(run.cfg.batch_size, run.fit_ids.shape[0])  # as train() takes it
+        distributed = _report_throughput(history, run.ctx, batch, parts.device)
     return dict(entities_=parts.entities, relations_=parts.relations, device_=parts.device, model_=parts.model,
-                sampler_=parts.sampler, history_=history, emu_params_=emu_params, _known_ids=parts.known_ids,
-                n_iter_=len(history), n_threads_=parts.n_threads, distributed_=None,
+                sampler_=parts.sampler, history_=history, emu_params_=run.emu_params, _known_ids=parts.known_ids,
+                n_iter_=len(history), n_threads_=parts.n_threads, distributed_=distributed,
                 # encodings and filter indices of this fit's evaluations: a container, so that calls on a
                 # snapshot (see _on_snapshot) fill the estimator's own cache
                 _eval_cache=EvaluationCache(),
-                checkpoint_path_=None if checkpoint is None else checkpoint.path, _fit_params=fit_params)
+                checkpoint_path_=None if checkpoint is None else checkpoint.path, _fit_params=run.fit_params)
+
+
+@contextlib.contextmanager
+def _cuda_cache_released():
+    try:
+        yield
+    finally:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # hand the training's cached blocks (activations, optimiser state) back, so the
+            # next fit on this GPU, or another process sharing it, can use them
+            torch.cuda.empty_cache()
 
 
 def _encode(X, entities, relations, device, n_columns=3, name="X"):
