@@ -30,7 +30,7 @@ from .losses import regularization, training_loss
 from .models import MODELS, EmbeddingModel, is_path_based, resolve_defaults
 from .models._base import sampled_scores
 from .models.transe import masked_l1
-from .mutation import emu_scores
+from .mutation import emu_scores, sampled_emu_scores
 from .samplers import generate, n_generated, resolve_emu_resample, with_generated
 from .schedules import LRSchedule
 
@@ -299,10 +299,13 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
     # the EMU negatives are drawn up front so that one lookup gathers every row
     emu_ids = sampler.sample(flat, side, C, n_ids, generator) if cfg.emu and cfg.emu_resample else None
     full_table = _scores_full_table(model, C, c)
+    # per-positive ids: the EMU term scores them from the table too (mutation.sampled_emu_scores),
+    # except under entity dropout, whose looked-up rows draw their own masks
+    emu_table = bool(cfg.emu) and full_table and not model.entity_dropout
     wanted = [batch[..., anchor_col], batch[..., target_col]]
     if not full_table:
         wanted.append(neg_ids)
-    if cfg.emu and (emu_ids is not None or full_table):
+    if cfg.emu and not emu_table and (emu_ids is not None or full_table):
         wanted.append(neg_ids if emu_ids is None else emu_ids)
     anchor, pos, *cands = _lookup(model, *wanted)
     rel_ids, query_side = model.orient(batch[..., 1], side)   # reciprocal: head queries on r^-1
@@ -312,7 +315,13 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
 
     fake = generate(sampler, flat, side, model, anchor, q, generator, train=True)
     neg = None if full_table else cands.pop(0)
-    neg_scores = _score_negatives(model, pairwise, q, neg_ids, neg, fake)   # (C, c, N)
+    # a fresh EMU draw whose plain scores the EMU term needs is scored in the same sampled product
+    joint = emu_table and emu_ids is not None and (cfg.emu in ("mixup", "ls_only") or cfg.mutation_ratio <= 0.5)
+    neg_scores = _score_negatives(model, pairwise, q, torch.cat([neg_ids, emu_ids], 1) if joint else neg_ids,
+                                  neg, fake)   # (C, c, N)
+    emu_plain = neg_scores[..., n_ids:2 * n_ids] if joint else None
+    if joint:
+        neg_scores = torch.cat([neg_scores[..., :n_ids], neg_scores[..., 2 * n_ids:]], -1)
     sampler.update(flat, side, model, q, neg_ids, neg_scores[..., :n_ids].detach(), generator)
     logits = _logits(pos_scores, neg_scores, cfg.n_negatives)
 
@@ -321,9 +330,13 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
         if emu_ids is not None:
             fake = generate(sampler, flat, side, model, anchor, q, generator, train=False)
             neg_scores = None
-        neg = with_generated(cands.pop(0) if cands else neg, fake)
-        emu = emu_scores(cfg.emu, model, q, pos, neg, neg_scores, pos_scores, cfg.mutation_ratio, generator,
-                         pairwise, masked_distance)
+        if emu_table:
+            emu = sampled_emu_scores(cfg.emu, model, q, pos, neg_ids if emu_ids is None else emu_ids, fake,
+                                     neg_scores, pos_scores, cfg.mutation_ratio, generator, pairwise, emu_plain)
+        else:
+            neg = with_generated(cands.pop(0) if cands else neg, fake)
+            emu = emu_scores(cfg.emu, model, q, pos, neg, neg_scores, pos_scores, cfg.mutation_ratio, generator,
+                             pairwise, masked_distance)
         emu_logits = _logits(pos_scores, emu, cfg.n_negatives)
     factors = None
     if cfg.regularizer == "n3":
