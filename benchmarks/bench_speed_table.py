@@ -1,7 +1,8 @@
 """Every ratio of issue 21's speed table in one run, as JSON (measurements interleaved).
 
 Rows: hard samplers against uniform (FB15k-237 steps, with and without EMU), the
-EMU step against the vanilla step per model (and its peak memory), the distance
+EMU step against the vanilla step per model, the steps' peak memory with and
+without EMU (``memory``, each configuration in a fresh process), the distance
 models against ComplEx / RotatE, NBFNet's blocked message passing against the
 materialised path it replaced, NBFNet's default configuration on kinship, the
 hard samplers' epochs on nations, the fixed costs of a small filtered evaluation
@@ -17,7 +18,7 @@ quiet one).
 
 ``--reference PATH`` (a checkout of the code to compare with, e.g.
 ``git worktree add /tmp/base main``) measures the rows ``samplers``, ``models``,
-``small_graph``, ``evaluation`` and ``quality`` in two worker processes, one
+``memory``, ``small_graph``, ``evaluation`` and ``quality`` in two worker processes, one
 importing this checkout's ``kgestimator`` and one the reference's, alternating
 between them job by job, so that load from other work hits both alike; each row
 then reports both versions and the ratio after/before.
@@ -49,9 +50,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, write_json  # noqa: E402
 
-ROWS = ("samplers", "models", "nbfnet", "nbfnet_defaults", "small_graph", "evaluation", "quality")
+ROWS = ("samplers", "models", "memory", "nbfnet", "nbfnet_defaults", "small_graph", "evaluation", "quality")
 #: rows measured in worker processes, against ``--reference`` when given
-VERSIONED = ("samplers", "models", "small_graph", "evaluation", "quality")
+VERSIONED = ("samplers", "models", "memory", "small_graph", "evaluation", "quality")
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -210,18 +211,30 @@ def run_quality(spec):
     return {"mrr": float(res["mrr"]), "hits@10": float(res["hits@10"]), "fit_cpu_seconds": seconds}
 
 
-def _rss_mb():
-    with open("/proc/self/statm") as fh:
-        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+def _status_mb(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
 
 
 def run_memory(spec):
-    """Peak RSS (MB) of a fresh process taking ``steps`` steps of ``spec``, and its RSS before the steps."""
+    """Peak RSS (MB) of ``steps`` training steps of ``spec`` in a fresh process: the peak is reset
+    (Linux ``/proc/self/clear_refs``) once the data is loaded and the first step taken, so that it is
+    the steps' own and not loading's; also the RSS before the steps and the whole process's peak."""
+    import gc
+
     step = make_step(spec)
-    before = _rss_mb()
+    step()  # the first step allocates what every step reuses (optimiser state, gradients)
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    before = _status_mb("VmRSS")
     for _ in range(spec["steps"]):
         step()
-    return {"rss_before_steps_mb": before, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"rss_before_steps_mb": before, "steps_peak_rss_mb": _status_mb("VmHWM"),
+            "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 ONCE = {"epochs": run_epochs, "evaluation": run_evaluation, "quality": run_quality, "memory": run_memory}
@@ -361,28 +374,31 @@ def row_models(args, clock, workers):
         if "hake" in med and "rotate" in med:
             ratios["hake_over_rotate"] = med["hake"] / med["rotate"]
         out[v] = {"steps_ms": {k: 1000 * x for k, x in med.items()}, "spread": times, "ratios": ratios}
-    if args.memory_models:
-        out["memory"] = _memory(args)
     return out
 
 
-def _memory(args):
-    """Peak RSS of vanilla and EMU steps per model, each in a fresh worker (both versions)."""
+def row_memory(args, clock, workers):
+    """Peak RSS of vanilla and EMU steps per model (uniform sampler) and per hard sampler (DistMult),
+    each configuration in a fresh worker of each version."""
+    configs = [(m, "uniform") for m in args.memory_models] + [("distmult", s) for s in args.samplers
+                                                              if s != "uniform"]
     out = {}
     for v, root in _versions(args).items():
         per = {}
-        for model in args.memory_models:
+        for model, sampler in configs:
             for emu in (False, True):
                 w = Worker(root, args)
-                per[f"{model}{'+emu' if emu else ''}"] = w.call(
-                    "memory", spec={**_step_spec(args, model, "uniform", emu), "steps": 3})["result"]
+                per[f"{model}/{sampler}{'+emu' if emu else ''}"] = w.call(
+                    "memory", spec={**_step_spec(args, model, sampler, emu), "steps": 3})["result"]
                 w.close()
-        for model in args.memory_models:
-            a, b = per[f"{model}+emu"], per[model]
-            per[f"{model}_emu_over_vanilla_peak_rss"] = a["peak_rss_mb"] / b["peak_rss_mb"]
-            per[f"{model}_emu_over_vanilla_step_increment"] = ((a["peak_rss_mb"] - a["rss_before_steps_mb"])
-                                                               / max(1e-9, b["peak_rss_mb"] - b["rss_before_steps_mb"]))
-        out[v] = per
+        ratios = {}
+        for model, sampler in configs:
+            a, b = per[f"{model}/{sampler}+emu"], per[f"{model}/{sampler}"]
+            ratios[f"{model}/{sampler}_emu_over_vanilla_steps_peak"] = a["steps_peak_rss_mb"] / b["steps_peak_rss_mb"]
+            ratios[f"{model}/{sampler}_emu_over_vanilla_steps_increment"] = (
+                (a["steps_peak_rss_mb"] - a["rss_before_steps_mb"])
+                / max(1e-9, b["steps_peak_rss_mb"] - b["rss_before_steps_mb"]))
+        out[v] = {"runs": per, "ratios": ratios}
     return out
 
 
@@ -616,7 +632,7 @@ def main():
     p.add_argument("--samplers", default="uniform,san,nscaching,adversarial")
     p.add_argument("--models", default="distmult,complex,transe,rotate,hake")
     p.add_argument("--memory-models", default="distmult,complex,transe",
-                   help="models whose EMU peak memory the models row measures ('' for none)")
+                   help="models whose EMU step's peak memory the memory row measures (uniform sampler)")
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--n-negatives", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=1000)
@@ -686,8 +702,8 @@ def summary(result):
     for v, per in rows.get("models", {}).items():
         if v in ("after", "before"):
             out[f"models/{v}"] = {k: round(x, 2) for k, x in per["ratios"].items()}
-    for v, per in rows.get("models", {}).get("memory", {}).items():
-        out[f"memory/{v}"] = {k: round(x, 2) for k, x in per.items() if not isinstance(x, dict)}
+    for v, per in rows.get("memory", {}).items():
+        out[f"memory/{v}"] = {k: round(x, 2) for k, x in per["ratios"].items()}
     for v, per in rows.get("small_graph", {}).items():
         if v != "after_over_before":
             out[f"small_graph/{v}"] = {k: round(x["vs_uniform_emu"], 2) for k, x in per.items()}

@@ -236,3 +236,22 @@ def test_dans_generation_trains_no_generator_weights_but_reaches_the_anchors():
     assert anchor.grad is not None and anchor.grad.abs().sum() > 0
     assert all(p.grad is None for net in (s.g_entity_, s.g_relation_) for p in net.parameters())
     assert all(p.requires_grad for net in (s.g_entity_, s.g_relation_) for p in net.parameters())
+
+
+def test_discriminator_heads_composed_equal_the_layers_applied_in_turn():
+    from kgestimator.samplers.adversarial import Discriminator
+
+    torch.manual_seed(0)
+    d = Discriminator(6).double()
+    x = torch.randn(9, 6, dtype=torch.float64)
+    adv, aux = d(x)
+    z = d.trunk(x)
+    want_adv, want_aux = d.adv(z).squeeze(-1), d.aux(z).squeeze(-1)
+    torch.testing.assert_close(adv, want_adv)
+    torch.testing.assert_close(aux, want_aux)
+    w = torch.randn(2, 9, generator=_gen(1), dtype=torch.float64)
+    params = list(d.parameters())
+    got = torch.autograd.grad((adv * w[0] + aux * w[1]).sum(), params)
+    want = torch.autograd.grad((want_adv * w[0] + want_aux * w[1]).sum(), params)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
