@@ -82,7 +82,7 @@ def _stepper(model_name, sampler_name, emu, ids, n_ent, n_rel, args, seed=0, com
     # the estimator's own resolution of every setting (EMU values, emu_resample='auto', compile)
     est = KGEmbedder(model=model_name, sampler=sampler_name, emu=emu, dim=args.dim, gamma=gamma,
                      n_negatives=args.n_negatives, batch_size=args.batch_size, compile=compile)
-    cfg = make_config(est.get_params(deep=False), est._check_params(), ids.shape[0], "cpu")
+    cfg = make_config(est.get_params(deep=False), est._check_params(), ids.shape[0], torch.device("cpu"))
     optimizer = make_optimizer("adam", model, 0.01)
     pairwise = pairwise_fn(model, compile)
     masked = masked_distance_fn(model, compile) if emu else None

@@ -4,6 +4,7 @@ import torch
 from torch import nn
 
 from ._base import EmbeddingModel, _split, phases
+from ._distance import distance
 
 
 class HAKE(EmbeddingModel):
@@ -21,6 +22,8 @@ class HAKE(EmbeddingModel):
 
     entity_factor = 2
     relation_factor = 3
+    #: ``pairwise`` and ``mutated_pairwise`` take ``native=``: the fused distance of ``_distance``
+    native_scoring = True
 
     def __init__(self, n_entities, n_relations, dim, gamma=24.0, generator=None,
                  phase_weight=0.5, modulus_weight=1.0, init_scale=None):
@@ -48,4 +51,35 @@ class HAKE(EmbeddingModel):
         c_phase, c_mod = _split(cand, 2)
         phase_dist = torch.sin(phases(q_phase - c_phase, self.rho) / 2).abs().sum(-1)
         mod_dist = torch.linalg.vector_norm(c_mod * x - y, dim=-1)
+        return self.gamma - (self.phase_weight * phase_dist + self.modulus_weight * mod_dist)
+
+    def pairwise(self, q, cand, native=False):
+        """Scores ``(C, c, N)`` of queries ``(C, c, 3d)`` against candidates ``(C, N, 2d)``, fused.
+
+        The phase distance ``|sin((a - b) / 2)|`` is computed as
+        ``|sin(alpha) cos(beta) - cos(alpha) sin(beta)|`` of the half phases, so
+        the kernels need no sine of their own. ``native``: the C kernels where
+        they can be built (``compile``), else eager blocks.
+        """
+        return self._combine(*distance("hake", self._packed_query(q), self._half_unit(cand), native=native))
+
+    def mutated_pairwise(self, q, pos, neg, mask, native=False):
+        """EMU scores ``(C, c, N)`` against ``neg`` with the coordinates ``mask`` ``(N, 2d)`` copied from ``pos``."""
+        return self._combine(*distance("hake", self._packed_query(q), self._half_unit(neg), self._half_unit(pos),
+                                       mask, native=native))
+
+    def _packed_query(self, q):
+        """``[cos | sin | y | x]``: the query's half phases and its modulus part."""
+        q_phase, y, x = _split(q, 3)
+        half = phases(q_phase, self.rho) / 2
+        return torch.cat([half.cos(), half.sin(), y, x], -1)
+
+    def _half_unit(self, e):
+        """``[cos | sin | modulus]`` of the half phases of entity rows ``[phase | modulus]``."""
+        e_phase, e_mod = _split(e, 2)
+        half = phases(e_phase, self.rho) / 2
+        return torch.cat([half.cos(), half.sin(), e_mod], -1)
+
+    def _combine(self, phase_dist, mod_sq):
+        mod_dist = mod_sq.clamp_min(torch.finfo(mod_sq.dtype).tiny).sqrt()
         return self.gamma - (self.phase_weight * phase_dist + self.modulus_weight * mod_dist)
