@@ -163,46 +163,6 @@ def _eager_backward(kind, grad_p, grad_m, q, cand, pos, mask, d):
     return g_q, g_cand, g_pos
 
 
-class _Distance(torch.autograd.Function):
-    """``P`` (HAKE: ``(P, M)``) of queries ``q`` ``(C, c, wq)`` against ``cand`` ``(C, N, wc)`` (module docstring).
-
-    ``pos`` ``(C, c, wc)`` and a boolean ``mask`` ``(N, 2d)`` or ``(C, N, 2d)``
-    (True: copied from the positive; RotatE ``[re | im]``, HAKE ``[phase | modulus]``)
-    give EMU's mutated candidates.
-    """
-
-    @staticmethod
-    def forward(ctx, kind, q, cand, pos, mask, native):
-        q, cand = q.contiguous(), cand.contiguous()
-        pos = None if pos is None else pos.contiguous()
-        d = cand.shape[2] // (3 if kind == "hake" else 2)
-        ctx.kind, ctx.native, ctx.d = kind, native, d
-        if native:
-            cand_t, mask_t, stride = _native_layout(cand, mask)
-            ctx.save_for_backward(q, cand_t, pos, mask_t)
-            ctx.mask_stride = stride
-            out_p = q.new_empty(q.shape[0], q.shape[1], cand.shape[1])
-            out_m = torch.empty_like(out_p) if kind == "hake" else None
-            _native.forward(kind == "hake", q, cand_t, pos, mask_t, stride, out_p, out_m, d)
-        else:
-            ctx.save_for_backward(q, cand, pos, mask)
-            out_p, out_m = _eager_forward(kind, q, cand, pos, mask, d)
-        return (out_p, out_m) if kind == "hake" else out_p
-
-    @staticmethod
-    def backward(ctx, grad_p, grad_m=None):
-        q, cand, pos, mask = ctx.saved_tensors
-        grad_p = grad_p.contiguous()
-        grad_m = None if grad_m is None else grad_m.contiguous()
-        if ctx.native:
-            g_q, g_t, g_pos = _native.backward(ctx.kind == "hake", grad_p, grad_m, q, cand, pos, mask,
-                                               ctx.mask_stride, ctx.d)
-            g_cand = g_t.transpose(1, 2)
-        else:
-            g_q, g_cand, g_pos = _eager_backward(ctx.kind, grad_p, grad_m, q, cand, pos, mask, ctx.d)
-        return None, g_q, g_cand, g_pos, None, None
-
-
 def _native_layout(cand, mask):
     """Candidates transposed to ``(C, wc, N)``, the mask to ``(2d, N)`` or ``(C, 2d, N)`` 0/1 values, its chunk stride."""
     cand_t = cand.transpose(1, 2).contiguous()
@@ -212,6 +172,21 @@ def _native_layout(cand, mask):
     return cand_t, mask_t, 0 if mask.dim() == 2 else mask_t.shape[1] * mask_t.shape[2]
 
 
+def _dense_native(kind, q, cand, pos, mask, d):
+    """``distance_forward`` of ``_distance.c`` (vectorised over candidates), and its backward as a closure."""
+    hake = kind == "hake"
+    cand_t, mask_t, stride = _native_layout(cand, mask)
+    out_p = q.new_empty(q.shape[0], q.shape[1], cand.shape[1])
+    out_m = torch.empty_like(out_p) if hake else None
+    _native.forward(hake, q, cand_t, pos, mask_t, stride, out_p, out_m, d)
+
+    def backward(grad_p, grad_m):
+        g_q, g_t, g_pos = _native.backward(hake, grad_p, grad_m, q, cand_t, pos, mask_t, stride, d)
+        return g_q, g_t.transpose(1, 2), g_pos
+
+    return out_p, out_m, backward
+
+
 def _kinds(kind, n_kinds):
     """Per candidate, its coordinates ordered by ``kind`` and the ends of the first ``n_kinds`` groups (int32)."""
     order = torch.argsort(kind, dim=1, stable=True).to(torch.int32).contiguous()
@@ -219,80 +194,214 @@ def _kinds(kind, n_kinds):
     return order, ends
 
 
-class _Sparse(torch.autograd.Function):
-    """The candidate-dependent part of EMU's distances (``sparse_forward`` in ``_distance.c``), ``(C, c, N)``.
-
-    ``dp = q - pos`` over RotatE's coordinates (None for HAKE) and the mask's
-    coordinate lists (:func:`_sparse_masked`); coordinates copied whole from
-    the positive are left to the caller.
-    """
-
-    @staticmethod
-    def forward(ctx, kind, q, dp, cand, lists):
-        hake = kind == "hake"
-        q_t, cand = q.transpose(1, 2).contiguous(), cand.contiguous()
-        dp_t = None if dp is None else dp.transpose(1, 2).contiguous()
-        C, c, N, d = q.shape[0], q.shape[1], cand.shape[1], cand.shape[2] // (3 if hake else 2)
-        out_p = q.new_empty(C, N, c)
-        out_m = torch.empty_like(out_p) if hake else None
-        _native.sparse_forward(hake, q_t, dp_t, cand, lists, out_p, out_m, d)
-        ctx.save_for_backward(q_t, dp_t, cand, *lists)
-        ctx.hake, ctx.d = hake, d
-        return (out_p.transpose(1, 2), out_m.transpose(1, 2)) if hake else out_p.transpose(1, 2)
-
-    @staticmethod
-    def backward(ctx, grad_p, grad_m=None):
-        q_t, dp_t, cand, *lists = ctx.saved_tensors
-        grad_p = grad_p.transpose(1, 2).contiguous()
-        grad_m = grad_m.transpose(1, 2).contiguous() if ctx.hake else None
-        g_q, g_dp, g_cand = _native.sparse_backward(ctx.hake, grad_p, grad_m, q_t, dp_t, cand, lists, ctx.d)
-        return None, g_q.transpose(1, 2), None if g_dp is None else g_dp.transpose(1, 2), g_cand, None
+def _rows_last(x, width):
+    """``x`` ``(C, a, b)`` as ``(C, b, width)``, zero-padded: the row-vectorised kernels take whole vectors of rows."""
+    out = x.new_zeros(x.shape[0], x.shape[2], width)
+    out[..., :x.shape[1]] = x.transpose(1, 2)
+    return out
 
 
-def _sparse_masked(kind, q, cand, pos, mask):
-    """EMU's distances as :func:`distance` returns them: visited coordinates natively, whole-copied ones by products.
-
-    A coordinate copied whole from the positive contributes a term of the row
-    alone (RotatE ``|q_k - p_k|``; HAKE ``|sin(alpha_k - beta_k)|`` and
-    ``(p_k x_k - y_k)^2``), so those terms sum with one ``(C, c, d) x (d, N)``
-    product per part; at HAKE's mutation ratio (0.87) the kernels visit an
-    eighth of the coordinates.
-    """
-    d = mask.shape[1] // 2
-    first, second = mask[:, :d], mask[:, d:]
-    tiny = torch.finfo(q.dtype).tiny
+def _sparse_lists(kind, mask, d):
+    first, second = mask[:, :d].to(torch.int8), mask[:, d:].to(torch.int8)
     if kind == "hake":
-        lists = _kinds(first.to(torch.int8), 1) + _kinds(second.to(torch.int8), 1)
-        lists = (lists[0], lists[1].expand(-1, 3).contiguous(), lists[2], lists[3][:, 0].contiguous())
-        p_dist, m_dist = _Sparse.apply(kind, q, None, cand, lists)
-        copied_phase = (q[..., d:2 * d] * pos[..., :d] - q[..., :d] * pos[..., d:2 * d]).abs()
-        copied_mod = (pos[..., 2 * d:] * q[..., 3 * d:] - q[..., 2 * d:3 * d]).square()
-        return (p_dist + copied_phase @ first.to(q.dtype).t(), m_dist + copied_mod @ second.to(q.dtype).t())
+        order, ends = _kinds(first, 1)
+        order2, ends2 = _kinds(second, 1)
+        return order, ends.expand(-1, 3).contiguous(), order2, ends2[:, 0].contiguous()
+    return _kinds(first + 2 * second, 3) + (None, None)
+
+
+def _sparse_native(kind, q, cand, pos, mask, d):
+    """``sparse_forward`` of ``_distance.c``: EMU's candidate-dependent terms, vectorised over rows, and its backward."""
+    hake, (C, c), N = kind == "hake", q.shape[:2], cand.shape[1]
+    width = -(-c // 16) * 16
+    q_t, cand = _rows_last(q, width), cand.contiguous()
+    dp_t = None if hake else _rows_last(q - pos, width)
+    lists = _sparse_lists(kind, mask, d)
+    out_p = q.new_empty(C, N, width)
+    out_m = torch.empty_like(out_p) if hake else None
+    _native.sparse_forward(hake, q_t, dp_t, cand, lists, out_p, out_m, d)
+
+    def backward(grad_p, grad_m):
+        g_p_t, g_m_t = _rows_last(grad_p, width), None if grad_m is None else _rows_last(grad_m, width)
+        g_q, g_dp, g_cand = _native.sparse_backward(hake, g_p_t, g_m_t, q_t, dp_t, cand, lists, d)
+        g_q = g_q[..., :c].transpose(1, 2)
+        if hake:
+            return g_q, g_cand, torch.zeros_like(pos)
+        g_dp = g_dp[..., :c].transpose(1, 2)
+        return g_q + g_dp, g_cand, -g_dp
+
+    out_p = out_p[..., :c].transpose(1, 2)
+    return out_p, None if out_m is None else out_m[..., :c].transpose(1, 2), backward
+
+
+def _copied_terms(kind, q, pos, d):
+    """Terms of coordinates copied whole from the positive, ``(C, c, d)`` each, and their backward.
+
+    RotatE ``|q_k - p_k|``; HAKE ``|sin(alpha_k - beta_k)|`` and ``(p_k x_k - y_k)^2``.
+    """
+    if kind == "hake":
+        ca, sa, y, x = q[..., :d], q[..., d:2 * d], q[..., 2 * d:3 * d], q[..., 3 * d:]
+        cp, sp, pm = pos[..., :d], pos[..., d:2 * d], pos[..., 2 * d:]
+        val, e = sa * cp - ca * sp, pm * x - y
+
+        def backward(g_phase, g_mod):
+            sg, h = val.sign().mul_(g_phase), e.mul(g_mod).mul_(2)
+            g_q = torch.cat([-sg * sp, sg * cp, -h, h * pm], -1)
+            return g_q, torch.cat([sg * sa, -sg * ca, h * x], -1)
+
+        return val.abs(), e.square(), backward
     dp = q - pos
-    lists = _kinds(first.to(torch.int8) + 2 * second.to(torch.int8), 3) + (None, None)
-    rest = _Sparse.apply(kind, q, dp, cand, lists)
-    whole = (dp[..., :d] * dp[..., :d] + dp[..., d:] * dp[..., d:]).clamp_min(tiny).sqrt()
-    return rest + whole @ (first & second).to(q.dtype).t()
+    whole = (dp[..., :d].square() + dp[..., d:].square()).clamp_min_(torch.finfo(q.dtype).tiny).sqrt_()
+
+    def backward(g_whole, _):
+        w = (g_whole / whole).repeat(1, 1, 2).mul_(dp)
+        return w, -w
+
+    return whole, None, backward
 
 
-def distance(kind, q, cand, pos=None, mask=None, native=False):
-    """``P`` (HAKE: ``(P, M)``) ``(C, c, N)``: the fused distances of the module docstring.
+def _sparse_run(kind, q, cand, pos, mask, d):
+    """EMU's distances: visited coordinates natively, coordinates copied whole by ``(C, c, d) x (d, N)`` products.
+
+    At HAKE's mutation ratio (0.87) the kernels visit an eighth of the coordinates.
+    """
+    out_p, out_m, kernel_backward = _sparse_native(kind, q, cand, pos, mask, d)
+    first, second = mask[:, :d], mask[:, d:]
+    both = (first if kind == "hake" else first & second).to(q.dtype)
+    copied_p, copied_m, copied_backward = _copied_terms(kind, q, pos, d)
+    out_p = out_p + copied_p @ both.t()
+    mod = second.to(q.dtype) if kind == "hake" else None
+    if kind == "hake":
+        out_m = out_m + copied_m @ mod.t()
+
+    def backward(grad_p, grad_m):
+        g_q, g_cand, g_pos = kernel_backward(grad_p, grad_m)
+        c_q, c_pos = copied_backward(grad_p @ both, None if mod is None else grad_m @ mod)
+        return g_q + c_q, g_cand, g_pos + c_pos
+
+    return out_p, out_m, backward
+
+
+def _run(kind, q, cand, pos, mask, native):
+    """``(P, M or None, backward)`` of packed inputs (module docstring); ``backward(gP, gM) -> (g_q, g_cand, g_pos)``."""
+    q, cand = q.contiguous(), cand.contiguous()
+    pos = None if pos is None else pos.contiguous()
+    d = cand.shape[2] // (3 if kind == "hake" else 2)
+    if native and mask is not None and mask.dim() == 2 and q.shape[1] >= SPARSE_MIN_ROWS:
+        return _sparse_run(kind, q, cand, pos, mask, d)
+    if native:
+        return _dense_native(kind, q, cand, pos, mask, d)
+    out_p, out_m = _eager_forward(kind, q, cand, pos, mask, d)
+
+    def backward(grad_p, grad_m):
+        return _eager_backward(kind, grad_p, grad_m, q, cand, pos, mask, d)
+
+    return out_p, out_m, backward
+
+
+class _RotatE(torch.autograd.Function):
+    """RotatE's ``P`` ``(C, c, N)`` of queries ``(C, c, 2d)`` against candidates ``(C, N, 2d)`` (EMU: ``pos``, ``mask``)."""
+
+    @staticmethod
+    def forward(ctx, q, cand, pos, mask, native):
+        out, _, ctx.run_backward = _run("rotate", q, cand, pos, mask, native)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        g_q, g_cand, g_pos = ctx.run_backward(grad.contiguous(), None)
+        return g_q, g_cand, g_pos, None, None
+
+
+class _HAKE(torch.autograd.Function):
+    """HAKE's distance ``w_p P + w_m sqrt(M)`` ``(C, c, N)`` from the model's own rows.
+
+    Queries ``(C, c, 3d)`` ``[phase | y | x]``, candidates and positives
+    ``(C, ., 2d)`` ``[phase | modulus]``; ``weights`` ``(2,)`` the phase and
+    modulus weights, ``scale`` the factor from raw phase to half angle. The
+    half-angle cosines and sines and the weighting happen inside, so autograd
+    records one node.
+    """
+
+    @staticmethod
+    def forward(ctx, q, cand, pos, mask, weights, scale, native):
+        d = cand.shape[-1] // 2
+        packs = [_pack_half(x, d, scale) for x in (q, cand, pos) if x is not None]
+        out_p, out_m, ctx.run_backward = _run("hake", *packs[:2], packs[2] if pos is not None else None, mask,
+                                              native)
+        root = out_m.clamp_min_(torch.finfo(out_m.dtype).tiny).sqrt_()
+        ctx.save_for_backward(weights)
+        ctx.parts, ctx.packs, ctx.d, ctx.scale = (out_p, root), packs, d, scale
+        return out_p * weights[0] + root * weights[1]
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weights,), (out_p, root), d = ctx.saved_tensors, ctx.parts, ctx.d
+        g_weights = torch.stack([(grad * out_p).sum(), (grad * root).sum()])
+        # d sqrt(M) / dM, zero where M was clamped (a zero modulus distance: vector_norm's convention)
+        g_m = (grad * weights[1] / (2 * root)).masked_fill_(root <= torch.finfo(root.dtype).tiny ** 0.5, 0)
+        grads = ctx.run_backward((grad * weights[0]).contiguous(), g_m)
+        raw = [None if g is None else _unpack_half(g, p, d, ctx.scale) for g, p in zip(grads, ctx.packs + [None])]
+        return raw[0], raw[1], raw[2] if len(ctx.packs) == 3 else None, None, g_weights.view_as(weights), None, None
+
+
+def _pack_half(x, d, scale):
+    """Rows ``[phase (d) | rest]`` -> ``[cos | sin | rest]`` of the half angles ``phase * scale`` (no autograd)."""
+    out = x.new_empty(*x.shape[:-1], x.shape[-1] + d)
+    half = x[..., :d] * scale
+    out[..., :d] = half.cos()
+    out[..., d:2 * d] = half.sin()
+    out[..., 2 * d:] = x[..., d:]
+    return out
+
+
+def _unpack_half(grad, pack, d, scale):
+    """The gradient of raw rows ``[phase | rest]`` from that of their pack ``[cos | sin | rest]``."""
+    out = grad.new_empty(*grad.shape[:-1], grad.shape[-1] - d)
+    out[..., :d] = (pack[..., :d] * grad[..., d:2 * d] - pack[..., d:2 * d] * grad[..., :d]) * scale
+    out[..., d:] = grad[..., 2 * d:]
+    return out
+
+
+def _prepared(native, mask, *tensors):
+    if mask is not None and mask.dtype != torch.bool:
+        mask = mask.bool()
+    return use_native(native, *(t for t in tensors if t is not None)), mask
+
+
+def rotate_distance(q, cand, pos=None, mask=None, native=False):
+    """RotatE's ``P = sum_k |q_k - x_k|`` ``(C, c, N)`` (module docstring).
 
     Parameters
     ----------
-    kind : {'rotate', 'hake'}
-    q : Tensor of shape (C, c, wq)
-        RotatE ``[re | im]``; HAKE ``[cos | sin | y | x]`` of the half phases.
-    cand : Tensor of shape (C, N, wc)
-        RotatE ``[re | im]``; HAKE ``[cos | sin | modulus]``.
-    pos, mask : Tensors of shapes (C, c, wc) and (N, 2d) or (C, N, 2d), optional
+    q : Tensor of shape (C, c, 2d)
+    cand : Tensor of shape (C, N, 2d)
+    pos, mask : Tensors of shapes (C, c, 2d) and (N, 2d) or (C, N, 2d), optional
         EMU: the positives and where (True) a coordinate is copied from them.
     native : bool
         Use the C kernels where they can be built and take the tensors; else eager blocks.
     """
-    if mask is not None and mask.dtype != torch.bool:
-        mask = mask.bool()
-    native = use_native(native, *((q, cand) if pos is None else (q, cand, pos)))
-    if native and mask is not None and mask.dim() == 2 and q.shape[1] >= SPARSE_MIN_ROWS:
-        return _sparse_masked(kind, q, cand, pos, mask)
-    return _Distance.apply(kind, q, cand, pos, mask, native)
+    native, mask = _prepared(native, mask, q, cand, pos)
+    return _RotatE.apply(q, cand, pos, mask, native)
+
+
+def hake_distance(q, cand, weights, scale, pos=None, mask=None, native=False):
+    """HAKE's ``w_p sum_k |sin((a_k - b_k) / 2)| + w_m ||x_mod q_x - q_y||`` ``(C, c, N)``.
+
+    Parameters
+    ----------
+    q : Tensor of shape (C, c, 3d)
+        ``[phase | y | x]`` (``HAKE.query``).
+    cand : Tensor of shape (C, N, 2d)
+        ``[phase | modulus]``.
+    weights : Tensor of shape (2,)
+        The phase and modulus weights.
+    scale : float
+        Raw phase to half angle (``pi / rho / 2``).
+    pos, mask : Tensors of shapes (C, c, 2d) and (N, 2d) or (C, N, 2d), optional
+        EMU: the positives and where (True) a coordinate is copied from them.
+    native : bool
+        Use the C kernels where they can be built and take the tensors; else eager blocks.
+    """
+    native, mask = _prepared(native, mask, q, cand, pos)
+    return _HAKE.apply(q, cand, pos, mask, weights, scale, native)

@@ -1,10 +1,12 @@
 """HAKE: phase (half-angle sine) plus modulus with a clamped mixture bias (docs/algorithms.md §1.6)."""
 
+import math
+
 import torch
 from torch import nn
 
 from ._base import EmbeddingModel, _split, phases
-from ._distance import distance
+from ._distance import hake_distance
 
 
 class HAKE(EmbeddingModel):
@@ -61,25 +63,11 @@ class HAKE(EmbeddingModel):
         the kernels need no sine of their own. ``native``: the C kernels where
         they can be built (``compile``), else eager blocks.
         """
-        return self._combine(*distance("hake", self._packed_query(q), self._half_unit(cand), native=native))
+        return self.gamma - hake_distance(q, cand, self._weights(), math.pi / self.rho / 2, native=native)
 
     def mutated_pairwise(self, q, pos, neg, mask, native=False):
         """EMU scores ``(C, c, N)`` against ``neg`` with the coordinates ``mask`` ``(N, 2d)`` copied from ``pos``."""
-        return self._combine(*distance("hake", self._packed_query(q), self._half_unit(neg), self._half_unit(pos),
-                                       mask, native=native))
+        return self.gamma - hake_distance(q, neg, self._weights(), math.pi / self.rho / 2, pos, mask, native=native)
 
-    def _packed_query(self, q):
-        """``[cos | sin | y | x]``: the query's half phases and its modulus part."""
-        q_phase, y, x = _split(q, 3)
-        half = phases(q_phase, self.rho) / 2
-        return torch.cat([half.cos(), half.sin(), y, x], -1)
-
-    def _half_unit(self, e):
-        """``[cos | sin | modulus]`` of the half phases of entity rows ``[phase | modulus]``."""
-        e_phase, e_mod = _split(e, 2)
-        half = phases(e_phase, self.rho) / 2
-        return torch.cat([half.cos(), half.sin(), e_mod], -1)
-
-    def _combine(self, phase_dist, mod_sq):
-        mod_dist = mod_sq.clamp_min(torch.finfo(mod_sq.dtype).tiny).sqrt()
-        return self.gamma - (self.phase_weight * phase_dist + self.modulus_weight * mod_dist)
+    def _weights(self):
+        return torch.cat([self.phase_weight, self.modulus_weight])

@@ -3,7 +3,7 @@
 import torch
 
 from ._base import EmbeddingModel, _split, modulus, phases
-from ._distance import distance
+from ._distance import rotate_distance
 
 
 class RotatE(EmbeddingModel):
@@ -33,7 +33,7 @@ class RotatE(EmbeddingModel):
 
         ``native``: the C kernels where they can be built (``compile``), else eager blocks.
         """
-        return self.gamma - distance("rotate", q, cand, native=native)
+        return self.gamma - rotate_distance(q, cand, native=native)
 
     def mutated_pairwise(self, q, pos, neg, mask, native=False):
         """EMU scores ``(C, c, N)`` against ``neg`` with the coordinates ``mask`` copied from ``pos``.
@@ -42,4 +42,4 @@ class RotatE(EmbeddingModel):
         or ``(C, N, 2d)``), as in the reference; the mutated candidates are never
         materialised.
         """
-        return self.gamma - distance("rotate", q, neg, pos, mask, native=native)
+        return self.gamma - rotate_distance(q, neg, pos, mask, native=native)
