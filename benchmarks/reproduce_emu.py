@@ -427,11 +427,85 @@ def _fmt(record, paper):
     return ours, f"{'?' if mrr is None else f'{mrr:.3f}'} / {h10:.3f}"
 
 
+#: budgets of the budget curve (the paper: 100,000 steps)
+BUDGETS = (10000, 30000, 100000)
+#: within this much of the paper's MRR (or within the seed spread, if larger) a row is "reproduced"
+REPRODUCED_WITHIN = 0.01
+
+
+def _mean_std(values):
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else None
+    return mean, std
+
+
+def verdict(mrrs, paper):
+    """``reproduced`` / ``better`` / ``short by X`` for the test MRRs of one row against the paper's value.
+
+    Within ``REPRODUCED_WITHIN`` or two standard deviations over seeds (whichever
+    is larger) of the paper's MRR is ``reproduced``; above that band ``better``,
+    below it ``short by`` the gap. One seed has no spread: only the fixed band applies.
+    """
+    mean, std = _mean_std(list(mrrs))
+    if mean is None:
+        return "not run"
+    if paper is None:
+        return "no paper value"
+    band = max(REPRODUCED_WITHIN, 2 * std if std is not None else 0.0)
+    gap = mean - paper
+    if abs(gap) <= band:
+        return "reproduced"
+    return f"better by {gap:.3f}" if gap > 0 else f"short by {-gap:.3f}"
+
+
+def budget_rows(get, datasets, models, seeds, methods=("uni", *EMU_SETTINGS)):
+    """Rows of the budget curve: per (dataset, model, method), mean ± std test MRR at each budget over
+    ``seeds``, and the verdict of the largest budget run against the paper's Table 8 value."""
+    rows = []
+    for d in datasets:
+        for m in models:
+            for meth in methods:
+                curve = {}
+                for budget in BUDGETS:
+                    mrrs = [rec["test"]["mrr"] for seed in seeds
+                            if (rec := get(d, m, meth, seed=seed, budget=budget)) is not None]
+                    if mrrs:
+                        curve[budget] = mrrs
+                if not curve:
+                    continue
+                paper = PAPER_T8.get((d, m), {}).get("uni" if meth in BASELINES else "uni_emu", (None,))[0]
+                judged = verdict(curve[max(curve)], paper)
+                if max(curve) < BUDGETS[-1] and paper is not None:
+                    judged += f" (at {max(curve) // 1000}k)"  # the paper's figure is a 100k-step one
+                rows.append({"dataset": d, "model": m, "method": meth, "curve": curve, "paper": paper,
+                             "verdict": judged})
+    return rows
+
+
+def _budget_table(rows):
+    def cellfmt(mrrs):
+        if mrrs is None:
+            return "–"
+        mean, std = _mean_std(mrrs)
+        return f"{mean:.3f}" + (f" ± {std:.3f} ({len(mrrs)} seeds)" if std is not None else "")
+
+    lines = ["| dataset | model | method | " + " | ".join(f"{b // 1000}k steps" for b in BUDGETS)
+             + " | paper (100k) | verdict at the largest budget |",
+             "|---|---|---|" + "---|" * len(BUDGETS) + "---|---|"]
+    for r in rows:
+        paper = "–" if r["paper"] is None else f"{r['paper']:.3f}"
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['method']} | "
+                     + " | ".join(cellfmt(r["curve"].get(b)) for b in BUDGETS) + f" | {paper} | {r['verdict']} |")
+    return lines
+
+
 def report(args):
     """Print the Markdown tables of BENCHMARKS.md section 8 from the JSON results."""
     steps, seed = args.steps, args.seeds[0]
 
-    def get(dataset, model, method, dim=100, budget=steps):
+    def get(dataset, model, method, dim=100, budget=steps, seed=seed):
         return _load(cell(dataset, model, method, dim, seed, budget))
 
     lines = ["#### Table 8 / 9: filtered test MRR / Hits@10 (ours, then the paper's)", "",
@@ -473,6 +547,8 @@ def report(args):
         for meth in methods:
             ours, theirs = _fmt(get("FB15k-237", "distmult", meth), paper[meth])
             lines.append(f"| {meth} | {ours} | {theirs} |")
+    lines += ["", "#### Budget curve and verdict: test MRR, mean ± std over seeds (paper: 100k steps, 3 seeds)", "",
+              *_budget_table(budget_rows(get, args.datasets, list(LR), args.seeds))]
     lines += ["", "#### Budget: DistMult, FB15k-237, 10,000 vs 30,000 steps", "",
               "| method | steps | ours | best valid MRR (step) | fit s |", "|---|---|---|---|---|"]
     for meth in ("uni", "uni_emu", "uni_emu_t12"):

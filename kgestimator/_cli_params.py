@@ -1,46 +1,20 @@
-"""Command-line flags for every estimator parameter, generated from the estimator itself.
+"""Command-line flags for every estimator parameter, from its signature and its parameter table.
 
-The signature of ``KGEmbedder.__init__`` gives the names and defaults, and its
-numpydoc docstring gives the help text, so a new parameter becomes a flag
-(``n_epochs`` -> ``--n-epochs``) with no change here. Values are parsed as
-literals (``true``/``false``, ``none``, numbers, else the string) and checked
-by the estimator's own validation, which names the parameter; path-valued
-parameters (``path-like`` in their docstring type) take the string as it is,
-so ``--checkpoint-dir 2024`` is the folder ``2024``.
+The signature of ``cls.__init__`` gives the names and defaults, and
+``cls._parameter_table`` (``kgestimator._parameters.PARAMETERS`` for
+``KGEmbedder``) gives each one's help, constraints and kind of flag, so a new
+parameter becomes a flag (``n_epochs`` -> ``--n-epochs``) with no change here.
+A value is read as the first of its literal (``true``/``false``, ``none``, a
+number) and its text that the parameter's constraints accept, and refused at
+parse time with the constraints' words otherwise, so the error names the flag;
+path flags take the text as it is (``--checkpoint-dir 2024`` is the folder
+``2024``). This module imports nothing heavy: ``kgestimator --help`` stays fast.
 """
 
 import argparse
 import inspect
-import re
 
-_ENTRY = re.compile(r"^    (\w+(?:, \w+)*) : (.+)$")
-#: parameters that take objects, not values (``train --tracker`` gives callbacks)
-NOT_FLAGS = ("callbacks",)
 _TRUE, _FALSE, _NONE = ("true", "yes", "on"), ("false", "no", "off"), ("none", "null")
-
-
-def parameter_docs(cls):
-    """``{name: (type line, description)}`` from the numpydoc Parameters section of ``cls``."""
-    doc = inspect.cleandoc(cls.__doc__ or "")
-    section = re.search(r"^Parameters\n-+\n(.*?)(?:^\S[^\n]*\n-+\n|\Z)", doc, re.S | re.M)
-    docs, current = {}, []
-    for line in (section.group(1) if section else "").splitlines():
-        line = "    " + line  # cleandoc removed the class-level indent
-        match = _ENTRY.match(line)
-        if match:
-            current = []
-            for name in match.group(1).split(", "):
-                docs[name] = (match.group(2), current)
-        elif line.startswith("        "):
-            current.append(line.strip())
-    return {name: (kind, " ".join(text)) for name, (kind, text) in docs.items()}
-
-
-def _first_sentence(text):
-    text = re.sub(r":\w+:`([^`]*)`", r"\1", text).replace("``", "")
-    # a sentence ends at a period before a capital or the end ("Eq. 12" goes on)
-    match = re.match(r"(.+?\.)(?:\s+(?=[A-Z'])|$)", text)
-    return match.group(1) if match else text
 
 
 def parse_value(text):
@@ -64,28 +38,48 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
-def add_estimator_arguments(parser, cls):
-    """One ``--name`` flag per parameter of ``cls``, in an argument group; returns the names.
+def plain(text):
+    """Inline reStructuredText as plain text for help: ````x```` and ``:role:`x``` become ``x``."""
+    parts = text.replace("``", "`").split("`")
+    for i in range(0, len(parts) - 1, 2):  # the text before each marked-up span
+        before, space, role = parts[i].rpartition(" ")
+        if len(role) > 2 and role[0] == ":" and role[-1] == ":":
+            parts[i] = before + space
+    return "".join(parts)
 
-    Flags that are not given are absent from the parsed namespace, so the
-    estimator's own defaults apply. Parameters whose default is a bool may be
-    given bare (``--early-stopping`` means ``--early-stopping true``).
+
+def value_parser(entry):
+    """An argparse type for the parameter of table entry ``entry``: parse, then check its constraints."""
+
+    def parse(text):
+        for value in (text,) if entry.flag == "path" else (parse_value(text), text):
+            if entry.accepts(value):
+                return value
+        raise argparse.ArgumentTypeError(f"must be {entry.describe()}; got {text!r}")
+
+    return parse
+
+
+def add_estimator_arguments(parser, cls):
+    """One ``--name`` flag per parameter of ``cls`` with a flag in its table, in an argument group.
+
+    Returns the names. Flags that are not given are absent from the parsed
+    namespace, so the estimator's own defaults apply. Parameters whose default
+    is a bool may be given bare (``--early-stopping`` means ``--early-stopping true``).
     """
     group = parser.add_argument_group(
         f"{cls.__name__} parameters",
         "every estimator parameter, as --name-with-dashes VALUE (true/false, none, a number "
-        "or a string); the estimator checks the values")
-    docs = parameter_docs(cls)
+        "or a string), checked as it is read")
+    table = cls._parameter_table
     names = []
     for name, param in inspect.signature(cls.__init__).parameters.items():
-        if name in NOT_FLAGS or name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or table[name].flag is None:
             continue
-        kind, text = docs.get(name, ("", ""))
-        help_text = " ".join(part for part in (_first_sentence(text), f"[{kind}]" if kind else
-                                               f"[default={param.default!r}]") if part)
+        entry = table[name]
+        help_text = f"{plain(entry.summary)} [{entry.type}, default={param.default!r}]"
         extra = dict(nargs="?", const=True) if isinstance(param.default, bool) else {}
-        parse = str if "path-like" in kind else parse_value
-        group.add_argument(flag(name), dest=f"param_{name}", type=parse,
+        group.add_argument(flag(name), dest=f"param_{name}", type=value_parser(entry),
                            default=argparse.SUPPRESS, metavar="VALUE", help=help_text.replace("%", "%%"),
                            **extra)
         names.append(name)
@@ -95,8 +89,3 @@ def add_estimator_arguments(parser, cls):
 def estimator_params(args, names):
     """The parameters given on the command line, as keyword arguments."""
     return {name: getattr(args, f"param_{name}") for name in names if hasattr(args, f"param_{name}")}
-
-
-def flag_message(message):
-    """Rewrite the estimator's "The 'n_epochs' parameter" as "--n-epochs" in an error message."""
-    return re.sub(r"The '(\w+)' parameter", lambda m: flag(m.group(1)), message)

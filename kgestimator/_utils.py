@@ -104,21 +104,6 @@ def check_bool(name, value, owner=None):
         raise ValueError(f"{prefix} {name!r} parameter must be a bool; got {value!r}.")
 
 
-def check_seed(name, value):
-    """Raise a ValueError naming the parameter unless ``value`` seeds numpy.
-
-    None, an int in ``[0, 2**32 - 1]`` or a ``numpy.random.RandomState``
-    (what :func:`sklearn.utils.check_random_state` takes).
-    """
-    if value is None or isinstance(value, np.random.RandomState):
-        return
-    if isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_)) \
-            and 0 <= value <= 2**32 - 1:
-        return
-    raise ValueError(f"The {name!r} parameter must be None, an int in [0, 2**32 - 1] or a "
-                     f"numpy.random.RandomState; got {value!r}.")
-
-
 def check_choice(name, value, choices, owner=None):
     """Raise a ValueError naming the parameter unless ``value`` is one of ``choices``."""
     # strict: 1 is not True and 0 is not False; np.True_ is True (see as_bool)

@@ -68,6 +68,11 @@ class Callback:
         """Called when ``fit`` fails after ``on_fit_begin``."""
 
 
+def is_callback(obj):
+    """Whether ``obj`` is a callback: an instance (not a class) with at least one of the :data:`HOOKS`."""
+    return not isinstance(obj, type) and any(callable(getattr(obj, hook, None)) for hook in HOOKS)
+
+
 def check_callbacks(callbacks):
     """``callbacks`` as a tuple, or a TypeError naming the bad entry."""
     if callbacks is None:
@@ -76,7 +81,7 @@ def check_callbacks(callbacks):
         raise TypeError(f"The 'callbacks' parameter must be None or a list of callback objects; "
                         f"got {type(callbacks).__name__}.")
     for i, cb in enumerate(callbacks):
-        if isinstance(cb, type) or not any(callable(getattr(cb, hook, None)) for hook in HOOKS):
+        if not is_callback(cb):
             raise TypeError(f"callbacks[{i}] ({cb!r}) is not a callback: it needs at least one of the "
                             f"methods {', '.join(HOOKS)}" + (" (pass an instance, not the class)"
                                                             if isinstance(cb, type) else ""))

@@ -1,10 +1,9 @@
 """``KGEmbedder``: the scikit-learn estimator. Parameters, validation and glue; no maths."""
 
+import contextlib
 import copy
 import io
-import json
 import numbers
-import os
 import threading
 import warnings
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ from .conformal import evaluate_sets as conformal_coverage
 from .conformal import fit_conformal, predict_sets
 from .features import entity_table, relation_table, triple_feature_names, triple_features
 from .filtering import KnownTriples
-from .lcwa import TRAININGS
 from .relations import relation_index, relation_metrics, score_relations
 from .memory import activation_estimate, check_training_fits
 from .models import MODELS, check_model_params, is_path_based, make_model, resolve_defaults
@@ -38,7 +36,7 @@ from ._utils import as_bool
 from ._utils import check_bool as _check_bool
 from ._utils import check_choice as _check_choice
 from ._utils import check_number as _check_number
-from ._utils import check_seed
+from ._parameters import PARAMETERS, constraints, document, json_object
 from .samplers import UniformSampler, make_sampler, n_generated
 from .schedules import check_schedule
 from ._threads import fit_threads, torch_threads
@@ -81,16 +79,11 @@ EMU_DEFAULTS = dict(_PAPER_SETTINGS["table5"])
 
 #: loss name -> one line for ``kgestimator list`` (the registry is :data:`kgestimator.losses.LOSSES`)
 LOSSES = {name: describe_loss(name) for name in LOSS_FUNCTIONS}
-OPTIMIZERS = ("adam", "adagrad", "adagrad_then_adam")
-EMU_MODES = (False, True, "mixup", "ls_only")
-REGULARIZERS = (None, "n3", "l3", "l2")
 
 
 #: held while a fit swaps in its state and while a method takes its snapshot, so a
 #: thread predicting during another thread's refit sees the old state or the new, never a mix
 _FITTED_LOCK = threading.Lock()
-#: the largest gamma whose initialisation range (gamma + 2) / dim is a finite float32
-GAMMA_MAX = float(np.finfo(np.float32).max) / 2
 #: (parameter, value above which a divergence is most likely its doing)
 DIVERGENCE_SUSPECTS = (("learning_rate", 1.0), ("gamma", 1e3), ("alpha", 1e3), ("reg_weight", 1e3),
                        ("adversarial_temperature", 1e3))
@@ -139,218 +132,7 @@ class KGEmbedder(BaseEstimator):
 
     Parameters
     ----------
-    model : {'distmult', 'complex', 'transe', 'rotate', 'hake', 'nbfnet'}, default='distmult'
-        Scoring function. ``'nbfnet'`` is the path-based Neural Bellman-Ford
-        network: message passing over the training triples, no entity table
-        (see ``kgestimator.models.nbfnet.REFERENCE_PARAMS`` for the reference settings).
-    dim : int or None, default=None
-        Embedding dimension (complex dimensions for ComplEx, RotatE and HAKE; the
-        width of every layer for NBFNet). None: 100, and 32 for NBFNet (the reference's).
-    gamma : float, default=24.0
-        Margin of distance models; sets the initialisation range
-        ``(gamma + 2) / dim`` of every embedding model (NBFNet ignores it).
-    model_params : dict, str or None, default=None
-        Keyword arguments of the model itself, as a dict or a JSON object
-        string: for NBFNet ``n_layers`` (6), ``aggregate`` ('pna' or 'sum'),
-        ``message`` ('distmult' or 'transe'), ``dependent`` (False),
-        ``layer_norm`` (True), ``short_cut`` (True), ``remove_one_hop`` (False)
-        and ``checkpoint`` (False); for HAKE ``phase_weight`` and ``modulus_weight``;
-        for every embedding model ``init_scale``, the initial uniform range
-        ``[-init_scale, init_scale]`` instead of ``(gamma + 2) / dim`` (kbc starts near 1e-3).
-    sampler : str or sampler object, default='uniform'
-        ``'uniform'`` (alternating head/tail corruption), ``'bernoulli'``,
-        ``'san'``, ``'nscaching'`` or ``'adversarial'`` (``kgestimator list``
-        describes them), or an object from :mod:`kgestimator.samplers` whose
-        parameters grid searches reach as ``sampler__<name>``.
-    n_negatives : int or None, default=None
-        Negatives per positive. None: 256, and 32 for NBFNet (the reference's).
-    neg_chunk_size : int, default=100
-        Positives that share one set of negatives (chunked sampling as in DGL-KE).
-        ``1`` draws independent negatives per positive as the reference code does;
-        larger chunks turn candidate scoring into matrix products and are much
-        faster. Each positive still sees ``n_negatives`` uniform negatives.
-    emu : {False, True, 'mixup', 'ls_only'}, default=False
-        ``True`` adds the EMU loss on mutated negatives; ``'mixup'`` mixes whole
-        embeddings with a Beta(2, 1) weight instead (the paper's comparison);
-        ``'ls_only'`` applies ULS to unmutated negatives (the "w/o Emb.Mut." ablation).
-    alpha : float or 'auto', default='auto'
-        Weight of the vanilla (one-hot) loss in Eq. 12.
-    mutation_ratio : float or 'auto', default='auto'
-        Fraction of a negative's coordinates copied from the positive (the paper's
-        ``n_P / d``; the reference code's ``-if_EMU`` is ``1 - mutation_ratio``).
-    uls : bool, default=True
-        Unbounded Label Smoothing on the EMU term; False uses one-hot targets.
-    beta : float or 'auto', default='auto'
-        ULS label of the mutated negatives: the EMU term puts them ``log(1/beta)``
-        below the positive.
-    emu_normalize : bool, default=True
-        Divide the EMU term by ``n_negatives`` as the reference code does (Eq. 12
-        does not; without it, the effective ``alpha`` shifts by about ``n_negatives``).
-    emu_resample : bool or 'auto', default='auto'
-        Draw a second, independent set of negatives for the EMU term, as the
-        reference code does for uniform negatives; False mutates the vanilla
-        term's own negatives. ``'auto'``: True, except for samplers whose
-        reference reuses its draw (SAN: the EMU code's ``if_CE 2``), which also
-        spares a second hard-negative draw per step.
-    loss : {'ce', 'logistic', 'self_adversarial', 'bce'}, default='ce'
-        Softmax cross-entropy over ``[positive, negatives]`` (the EMU code path),
-        the negative-sampling logistic loss, its self-adversarial variant (RotatE),
-        or NBFNet's binary cross-entropy with self-adversarial weights. With
-        ``'bce'`` the EMU term is BCE with ULS targets too.
-    adversarial_temperature : float, default=1.0
-        ``alpha`` of the self-adversarial weights ``softmax(alpha * s_neg)``
-        (``'self_adversarial'`` and ``'bce'``; NBFNet's temperature ``T`` is ``1 / alpha``).
-    regularizer : {None, 'n3', 'l3', 'l2'}, default=None
-        N3 over the batch's factors (Lacroix et al. 2018; frequency-weighted
-        as in kbc and LibKGE's ``weighted: True``: an entity is penalised once
-        per occurrence in the step, divided by the number of queries), or L3 /
-        squared L2 over the full tables (LibKGE's unweighted ``lp``).
-    reg_weight : float, default=0.0
-        Regularisation weight.
-    training : {'negative_sampling', '1vsall', 'kvsall'}, default='negative_sampling'
-        How a step scores candidates. ``'negative_sampling'``: each positive
-        against ``n_negatives`` sampled entities (one side per step, as the
-        sampler chooses). ``'1vsall'``: each training triple's tail query
-        ``(h, r, ?)`` and head query ``(?, r, t)`` against every entity, with
-        ``loss='ce'`` (softmax cross-entropy, LibKGE's ``kl``) or ``'bce'``.
-        ``'kvsall'``: each distinct training query against every entity, its
-        target marking all known training answers (multi-label; an epoch goes
-        through the distinct queries). Both score all entities with one matrix
-        product for bilinear models and in blocks for distance models and
-        NBFNet; steps with more than ``kgestimator.lcwa.SCORE_ELEMENTS``
-        scores go through the entity axis in chunks. ``emu`` works with
-        ``'1vsall'`` (every entity mutated, see the README); samplers other
-        than ``'uniform'`` do not apply.
-    label_smoothing : float, default=0.0
-        1vsAll/KvsAll targets ``(1 - label_smoothing) * y + label_smoothing / n_entities``
-        (LibKGE's ``KvsAll.label_smoothing``), in [0, 1).
-    reciprocal : bool, default=False
-        Reciprocal relations (Lacroix et al. 2018; LibKGE's
-        ``reciprocal_relations_model``): every relation gets a second embedding
-        for its inverse, and head queries ``(?, r, t)`` are answered as tail
-        queries ``(t, r^-1, ?)`` in training, evaluation and
-        ``predict_topk(direction='head')``; ``score_samples`` scores the
-        forward direction. NBFNet always works this way and ignores it.
-    dropout : float or (float, float), default=0.0
-        Dropout on embeddings while training: one rate for entities and
-        relations, or ``(entity_rate, relation_rate)`` (LibKGE's embedder
-        ``dropout``). It applies to looked-up rows and to the candidate
-        table scored in full. Embedding models only.
-    lr_scheduler : {None, 'plateau', 'cosine'}, default=None
-        ``'plateau'``: multiply the learning rate by ``factor`` after
-        ``patience`` validation evaluations without improvement of the MRR
-        (needs validation triples: ``valid`` or ``early_stopping``);
-        ``'cosine'``: cosine decay from ``learning_rate`` to ``min_lr`` over
-        the run's steps. Not with ``optimizer='adagrad_then_adam'``.
-    lr_scheduler_params : dict, str or None, default=None
-        The schedule's settings, as a dict or a JSON object string:
-        ``'plateau'`` takes ``factor`` (0.5), ``patience`` (2 evaluations),
-        ``threshold`` (1e-4, relative) and ``min_lr`` (0); ``'cosine'`` ``min_lr`` (0).
-    optimizer : {'adam', 'adagrad', 'adagrad_then_adam'}, default='adam'
-        ``'adagrad_then_adam'`` is the EMU code's schedule: Adagrad, then a fresh
-        Adam at ``learning_rate / 10`` halfway.
-    learning_rate : float, default=0.01
-        Step size of the optimiser.
-    batch_size : int or None, default=None
-        Positives per step (rounded up to whole chunks of ``neg_chunk_size``). None:
-        1000, and 32 for NBFNet, whose step propagates every query over the whole graph
-        (memory ``O(n_entities * batch_size * dim)`` a layer; ``fit`` refuses up front a
-        batch whose activations cannot fit).
-    n_epochs : int, default=50
-        Passes over the training triples.
-    max_steps : int or None, default=None
-        When set, the step budget instead of ``n_epochs``.
-    early_stopping : bool, default=False
-        Evaluate filtered validation MRR every ``eval_every`` epochs, stop after
-        ``patience`` evaluations without improvement and restore the best weights.
-        Uses ``valid`` from ``fit`` or holds out ``validation_fraction`` of ``X``.
-    eval_every : int, default=5
-        Epochs between two evaluations of the validation MRR (recorded in
-        ``history_``), when there are validation triples.
-    patience : int, default=3
-        Evaluations without improvement before early stopping ends training.
-    validation_fraction : float, default=0.1
-        Fraction of ``X`` held out for early stopping when ``fit`` gets no ``valid``.
-    compile : {False, True, 'auto'}, default='auto'
-        Fuse the vanilla candidate scoring of RotatE and HAKE, TransE's EMU
-        scoring, and the all-entity scoring of distance models in evaluation and
-        ``predict_topk`` with ``torch.compile``: about 25% faster RotatE steps,
-        several times faster TransE EMU steps and 9-28x faster distance-model
-        ranking on FB15k-237 (scoring 512 queries, 2 cores), for a one-off compile of seconds (ranking) to tens
-        of seconds (training, per batch shape). ``'auto'`` compiles when the training set has
-        at least 50,000 triples, where the compile pays for itself within an epoch; without a
-        working compiler it falls back to eager code with a warning. Bilinear models (matrix
-        products), NBFNet and the other models' EMU scoring are never compiled.
-    sparse : bool, default=False
-        Row-wise updates: embedding lookups produce sparse gradients and only the
-        rows a batch touches are updated (Adagrad, or ``SparseAdam`` for Adam), so
-        the step cost stops growing with the number of entities. Sparse Adam is
-        "lazy": rows absent from a batch keep their moments, which changes the
-        optimisation slightly. Not available with ``regularizer='l3'``.
-    mixed_precision : {False, True, 'auto'}, default=False
-        Run the training steps' forward passes under ``torch.autocast`` in
-        bfloat16: matrix products and linear layers compute in bfloat16, while
-        weights, optimiser state, softmax and loss stay float32 (bfloat16 needs
-        no loss scaling). ``'auto'`` turns it on for CUDA devices with bfloat16
-        support only. On a 2-core CPU with bfloat16 matrix units (AMX) it made
-        FB15k-237 steps only 1.03-1.15x faster; see the README's speed notes.
-        Evaluation, ``predict_topk`` and ``score_samples`` always score in
-        float32, since bfloat16 scores would tie and blur the filtered ranks.
-    device : str, default='auto'
-        ``'auto'`` uses CUDA when available.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialisation, shuffling and sampling (an int in ``[0, 2**32 - 1]``). Pass an int for
-        reproducible output across multiple function calls (CPU).
-    verbose : int, default=0
-        When positive, a progress bar over epochs on stderr with the loss and the
-        last validation MRR; otherwise one INFO record per epoch on the
-        ``kgestimator`` logger (shown once logging is configured).
-    checkpoint_dir : str or path-like, default=None
-        Folder of training checkpoints. Each run (training data and the
-        parameters other than ``verbose``, the checkpoint settings, the device
-        index, ``n_threads`` and ``callbacks``) gets a sub-folder ``run-<fingerprint>`` holding
-        ``checkpoint.pt``, replaced atomically, so the clones of a grid search
-        or a cross-validation can share one folder. When the run's sub-folder
-        already holds a checkpoint, ``fit`` resumes from it and continues the
-        same run: weights, optimiser state, random generator, sampler state,
-        history and step counter, so that on CPU the result is identical to an
-        uninterrupted fit; a finished run's checkpoint makes ``fit`` return its
-        final model. A second fit of the same run while one is running (another
-        process or thread) is refused with a ValueError.
-    checkpoint_every : int or None, default=None
-        Optimiser steps between checkpoints (None: at the end of every epoch);
-        a crash loses at most this much work. A checkpoint is also written at
-        the end of training.
-    n_threads : int or None, default=None
-        CPU threads torch uses during ``fit`` (the caller's setting is restored
-        afterwards). None leaves torch's setting alone, except inside a Dask
-        worker, where the fit takes the worker's share of the host: the
-        ``OMP_NUM_THREADS`` the cluster sets in its workers (1 by default, see
-        Dask's ``distributed.nanny.pre-spawn-environ``), else the host's cores
-        divided by the worker's threads; so several fits on one machine do not
-        oversubscribe it. Values above the number of cores are clipped to it.
-    distributed : bool, default=False
-        Train data-parallel with ``torch.distributed`` in a script launched by
-        ``torchrun`` (or after ``init_process_group``; otherwise the process
-        group is initialised from ``torchrun``'s environment, gloo on CPU and
-        NCCL on CUDA, where each rank takes ``cuda:LOCAL_RANK``). Every rank
-        needs the same data and parameters: each trains on its shard of ``X``
-        with its own negatives, gradients are averaged over the ranks, and the
-        ranks end with identical weights. ``batch_size`` stays the global batch
-        (each rank takes its share), so an epoch has as many steps as in one
-        process. Rank 0 computes the validation MRR; ``distributed_`` and
-        ``history_`` report each rank's throughput. Not available with
-        ``checkpoint_dir``.
-    callbacks : list of callback objects, default=None
-        Objects whose optional methods ``on_fit_begin(est)``,
-        ``on_validation(est, record)``, ``on_epoch_end(est, record)``,
-        ``on_fit_end(est)`` and ``on_exception(est, error)`` ``fit`` calls as it
-        goes (``record``: the epoch's ``history_`` entry); ``on_epoch_end`` or
-        ``on_validation`` returning True stops training after that epoch, like
-        early stopping. Early stopping and checkpoints work beside them; a clone
-        gets copies. Trackers for MLflow, TensorBoard and CSV files are in
-        :mod:`kgestimator.trackers`; see :mod:`kgestimator.callbacks`. Not saved
-        by ``save``.
+    (the PARAMETERS table of kgestimator/_parameters.py, written here at import)
 
     Attributes
     ----------
@@ -482,67 +264,30 @@ class KGEmbedder(BaseEstimator):
         self.callbacks = callbacks
 
     # ------------------------------------------------------------------ validation
+    #: the single-parameter rules, checked by scikit-learn's ``_validate_params`` (kgestimator/_parameters.py)
+    _parameter_constraints = constraints(PARAMETERS)
+    #: the table the docstring's Parameters section and the ``kgestimator train`` flags are written from
+    _parameter_table = PARAMETERS
+
     def _resolve_emu(self):
         defaults = EMU_DEFAULTS.get(self.model, EMU_DEFAULTS["rotate"])
         resolved = {}
         for name, default in zip(("alpha", "mutation_ratio", "beta"),
                                  (defaults[0], 1.0 - defaults[1], defaults[2])):
             value = getattr(self, name)
-            if isinstance(value, str) and value == "auto":
-                value = default
-            else:
-                high = None if name == "alpha" else 1.0
-                _check_number(name, value, 0.0, high, finite=True)
-            resolved[name] = float(value)
+            resolved[name] = float(default if isinstance(value, str) and value == "auto" else value)
         return resolved
 
     def _check_params(self):
         """Check every parameter before anything is built; return the resolved EMU parameters.
 
-        Single-parameter rules first, then :meth:`_check_param_combinations`.
-        (Not scikit-learn's ``_validate_params``, whose contract is
-        ``_parameter_constraints``; this one returns a value.)
+        Single-parameter rules first (scikit-learn's ``_validate_params`` against
+        ``_parameter_constraints``: an ``InvalidParameterError`` naming the parameter
+        and the value), then :meth:`_check_param_combinations`.
         """
-        _check_choice("model", self.model, list(MODELS))
-        for name in ("dim", "n_negatives", "batch_size"):  # None: the model's default
-            if getattr(self, name) is not None:
-                _check_number(name, getattr(self, name), 1, integer=True)
-        _check_number("gamma", self.gamma, 0.0, GAMMA_MAX, low_open=True, finite=True)
-        _check_number("neg_chunk_size", self.neg_chunk_size, 1, integer=True)
-        _check_choice("emu", self.emu, EMU_MODES)
-        if not (isinstance(self.emu_resample, str) and self.emu_resample == "auto"):
-            _check_bool("emu_resample", self.emu_resample)
-        for name in ("uls", "emu_normalize", "early_stopping"):
-            _check_bool(name, getattr(self, name))
-        _check_choice("loss", self.loss, LOSSES)
-        _check_number("adversarial_temperature", self.adversarial_temperature, 0.0, finite=True)
-        _check_choice("regularizer", self.regularizer, REGULARIZERS)
-        _check_number("reg_weight", self.reg_weight, 0.0, finite=True)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_number("learning_rate", self.learning_rate, 0.0, low_open=True)
-        _check_number("n_epochs", self.n_epochs, 1, integer=True)
-        if self.max_steps is not None:
-            _check_number("max_steps", self.max_steps, 1, integer=True)
-        _check_number("eval_every", self.eval_every, 1, integer=True)
-        _check_number("patience", self.patience, 1, integer=True)
-        _check_number("validation_fraction", self.validation_fraction, 0.0, 1.0, low_open=True)
-        _check_number("verbose", self.verbose, 0, integer=True)
-        check_seed("random_state", self.random_state)
-        _check_choice("compile", self.compile, ("auto", True, False))
-        _check_choice("sparse", self.sparse, (True, False))
-        _check_choice("mixed_precision", self.mixed_precision, ("auto", True, False))
-        check_callbacks(self.callbacks)
-        if self.checkpoint_dir is not None and not isinstance(self.checkpoint_dir, (str, os.PathLike)):
-            raise ValueError(f"The 'checkpoint_dir' parameter must be None or a folder path; "
-                             f"got {self.checkpoint_dir!r}.")
-        if self.checkpoint_every is not None:
-            _check_number("checkpoint_every", self.checkpoint_every, 1, integer=True)
-        if self.n_threads is not None:
-            _check_number("n_threads", self.n_threads, 1, integer=True)
-        _check_choice("distributed", self.distributed, (True, False))
-        emu_params = self._resolve_emu()
+        self._validate_params()
         self._check_param_combinations()
-        return emu_params
+        return self._resolve_emu()
 
     def _check_param_combinations(self):
         """The rules that span several parameters (after each one passed its own check)."""
@@ -562,26 +307,12 @@ class KGEmbedder(BaseEstimator):
         self._check_regime()
 
     def _check_regime(self):
-        """``training``, ``reciprocal``, ``dropout`` and the schedule: ``(dropout rates, schedule params)``."""
-        _check_choice("training", self.training, TRAININGS)
-        _check_number("label_smoothing", self.label_smoothing, 0.0, 1.0)
-        if self.label_smoothing >= 1.0:
-            raise ValueError(f"The 'label_smoothing' parameter must be below 1; got {self.label_smoothing!r}.")
-        _check_bool("reciprocal", self.reciprocal)
-        rates = self.dropout if isinstance(self.dropout, (tuple, list)) else (self.dropout, self.dropout)
-        if len(rates) != 2:
-            raise ValueError(f"The 'dropout' parameter must be a float or a pair (entity, relation); "
-                             f"got {self.dropout!r}.")
-        for rate in rates:
-            _check_number("dropout", rate, 0.0, 1.0)
-            if rate >= 1.0:
-                raise ValueError(f"The 'dropout' parameter must be below 1; got {self.dropout!r}.")
-        path = is_path_based(MODELS[self.model])
-        if path and any(rates):
+        """``training``, ``dropout`` and the schedule against the rest: ``(dropout rates, schedule params)``."""
+        rates = tuple(self.dropout) if isinstance(self.dropout, (tuple, list)) else (self.dropout, self.dropout)
+        if is_path_based(MODELS[self.model]) and any(rates):
             raise ValueError("The 'dropout' parameter is not supported with model='nbfnet' (it has no "
                              "embedding tables); leave it at 0.")
-        lcwa = self.training != "negative_sampling"
-        if lcwa:
+        if self.training != "negative_sampling":
             if self.loss not in ("ce", "bce"):
                 raise ValueError(f"training={self.training!r} takes loss='ce' or 'bce'; got loss={self.loss!r}.")
             if not (isinstance(self.sampler, str) and self.sampler == "uniform"):
@@ -593,36 +324,15 @@ class KGEmbedder(BaseEstimator):
         elif self.label_smoothing:
             raise ValueError("The 'label_smoothing' parameter applies to training='1vsall' or 'kvsall'; "
                              "leave it at 0 with negative sampling.")
-        params = self.lr_scheduler_params
-        if isinstance(params, str):
-            try:
-                params = json.loads(params)
-            except ValueError as exc:
-                raise ValueError(f"The 'lr_scheduler_params' parameter must be a dict or a JSON object; "
-                                 f"{self.lr_scheduler_params!r} is not valid JSON ({exc}).") from None
-        if params is not None and not isinstance(params, dict):
-            raise ValueError(f"The 'lr_scheduler_params' parameter must be None, a dict or a JSON object "
-                             f"string; got {self.lr_scheduler_params!r}.")
-        schedule = check_schedule(self.lr_scheduler, params)
+        schedule = check_schedule(self.lr_scheduler, json_object(self.lr_scheduler_params))
         if self.lr_scheduler is not None and self.optimizer == "adagrad_then_adam":
             raise ValueError("The 'lr_scheduler' parameter cannot be combined with optimizer='adagrad_then_adam', "
                              "which sets its own rate halfway; use 'adam' or 'adagrad'.")
         return tuple(float(r) for r in rates), schedule
 
     def _check_model_params(self):
-        """``model_params`` as a dict with keys the model takes; NBFNet's unsupported combinations."""
-        params = self.model_params
-        if isinstance(params, str):
-            try:
-                params = json.loads(params)
-            except ValueError as exc:
-                raise ValueError(f"The 'model_params' parameter must be a dict or a JSON object; "
-                                 f"{self.model_params!r} is not valid JSON ({exc}).") from None
-        if params is None:
-            params = {}
-        if not isinstance(params, dict):
-            raise ValueError(f"The 'model_params' parameter must be None, a dict or a JSON object string; "
-                             f"got {self.model_params!r}.")
+        """``model_params`` as a dict, its keys checked against the model; NBFNet's unsupported combinations."""
+        params = json_object(self.model_params) or {}
         check_model_params(self.model, params)
         if is_path_based(MODELS[self.model]):
             self._check_path_model()
@@ -683,17 +393,19 @@ class KGEmbedder(BaseEstimator):
         """
         emu_params = self._check_params()
         fit_params = _params_at_fit(self)
-        try:
-            with torch_threads(fit_threads(self.n_threads)):
-                return self._fit(X, valid, emu_params, fit_params)
-        finally:
-            if torch.cuda.is_available() and torch.cuda.is_initialized():
-                # hand the training's cached blocks (activations, optimiser state) back, so the
-                # next fit on this GPU, or another process sharing it, can use them
-                torch.cuda.empty_cache()
+        with torch_threads(fit_threads(self.n_threads)), _cuda_cache_released():
+            run = self._prepare_fit(X, valid, emu_params, fit_params)
+            with self._training(run) as progress:
+                run.history = train(run.parts.model, run.fit_ids, run.parts.sampler, run.cfg, run.parts.gen,
+                                    validate=run.validate, progress=progress, checkpoint=run.checkpoint,
+                                    sync=run.sync)
+            if run.history is not None:  # else interrupted: _training fitted what there was
+                self._set_fitted(_fitted(run, run.history))
+                run.hooks.end()
+        return self
 
-    def _fit(self, X, valid, emu_params, fit_params):
-        """The stages of ``fit`` after validation: data, parts, training, fitted attributes.
+    def _prepare_fit(self, X, valid, emu_params, fit_params):
+        """Everything ``train`` needs, as a ``_FitRun``: data, model, sampler, validation, checkpoint, hooks.
 
         fit is transactional: the fitted state is assembled in ``_FitParts`` and
         assigned at once at the end (or on Ctrl-C, as documented), so a fit that
@@ -708,8 +420,6 @@ class KGEmbedder(BaseEstimator):
         fit_ids, sync = parts.train_ids, None
         if ctx is not None:
             fit_ids, sync = self._distribute(parts, cfg, ctx, device)
-        checkpoint = self._checkpointer(parts, fit_params)
-        validate = self._validation(parts, cfg, ctx, device)
         main = ctx is None or ctx.is_main
         desc = f"{self.model}{'+EMU' if self.emu else ''}"
         if main:
@@ -718,37 +428,36 @@ class KGEmbedder(BaseEstimator):
                         "" if ctx is None else f", {ctx.world_size} ranks ({ctx.backend})")
         # callbacks run where the progress is reported: on rank 0 only
         hooks = CallbackRunner(check_callbacks(self.callbacks) if main else (), self, can_stop=ctx is None)
+        return _FitRun(parts, cfg, ctx, fit_ids, sync, self._checkpointer(parts, fit_params),
+                       self._validation(parts, cfg, ctx, device), hooks, desc, emu_params, fit_params)
+
+    @contextlib.contextmanager
+    def _training(self, run):
+        """Around ``train``: the checkpoint's lock, the progress bar and callbacks, and what a stop or a
+        failure leaves (Ctrl-C: fitted with the weights so far, a warning; divergence: the estimator
+        unchanged, a copy with the last finite weights in the error)."""
+        main = run.ctx is None or run.ctx.is_main
         try:
-            if checkpoint is not None:
-                checkpoint.prepare()  # takes the run's lock: one fit per run at a time
-            with epoch_progress(desc, self.verbose if main else 0,
+            if run.checkpoint is not None:
+                run.checkpoint.prepare()  # takes the run's lock: one fit per run at a time
+            with epoch_progress(run.desc, self.verbose if main else 0,
                                 None if self.max_steps else self.n_epochs) as progress:
-                hooks.begin()
-                history = train(parts.model, fit_ids, parts.sampler, cfg, parts.gen, validate=validate,
-                                progress=hooks.wrap(progress) if main else None, checkpoint=checkpoint, sync=sync)
+                run.hooks.begin()
+                yield run.hooks.wrap(progress) if main else None
         except TrainingInterrupted as stop:
-            self._set_fitted(_fitted(parts, stop.history, emu_params, checkpoint, fit_params))
-            warnings.warn(str(stop), UserWarning, stacklevel=2)
-            hooks.end()
-            return self
+            self._set_fitted(_fitted(run, stop.history))
+            warnings.warn(str(stop), UserWarning, stacklevel=4)  # at the caller of fit
+            run.hooks.end()
         except NonFiniteLossError as err:
-            kept = _fitted(parts, err.history, emu_params, checkpoint, fit_params) if err.weights_kept else None
-            diverged = self._diverged(err, kept, checkpoint)
-            hooks.error(diverged)
+            diverged = self._diverged(err, _fitted(run, err.history) if err.weights_kept else None, run.checkpoint)
+            run.hooks.error(diverged)
             raise diverged from None
         except Exception as err:
-            hooks.error(err)
+            run.hooks.error(err)
             raise
         finally:
-            if checkpoint is not None:
-                checkpoint.close()
-        state = _fitted(parts, history, emu_params, checkpoint, fit_params)
-        if ctx is not None:
-            batch = min(cfg.batch_size, fit_ids.shape[0])  # as train() takes it
-            state["distributed_"] = _report_throughput(history, ctx, batch, device)
-        self._set_fitted(state)
-        hooks.end()
-        return self
+            if run.checkpoint is not None:
+                run.checkpoint.close()
 
     def _fit_context(self, device):
         """``(device, distributed context or None, random_state shared by the ranks)``."""
@@ -1402,6 +1111,9 @@ class KGEmbedder(BaseEstimator):
         return tags
 
 
+document(KGEmbedder, PARAMETERS)
+
+
 @dataclass
 class _FitParts:
     """What one fit builds before it becomes the estimator's fitted state."""
@@ -1419,16 +1131,50 @@ class _FitParts:
     known_ids: torch.Tensor | None = None       # training and validation ids: the filter of evaluations
 
 
-def _fitted(parts, history, emu_params, checkpoint, fit_params):
+@dataclass
+class _FitRun:
+    """One fit's training run: what ``train`` takes, and what the fitted state is made of."""
+
+    parts: _FitParts
+    cfg: object
+    ctx: object                  # distributed context, or None
+    fit_ids: torch.Tensor        # this rank's training ids
+    sync: object
+    checkpoint: object
+    validate: object
+    hooks: CallbackRunner
+    desc: str
+    emu_params: dict
+    fit_params: dict
+    history: list | None = None
+
+
+def _fitted(run, history):
     """The fitted attributes of one fit, assigned together by ``KGEmbedder._set_fitted``."""
+    parts, checkpoint = run.parts, run.checkpoint
     parts.model.eval()  # dropout is for training only; score_samples does not switch modes
+    distributed = None
+    if run.ctx is not None:
+        batch = min(run.cfg.batch_size, run.fit_ids.shape[0])  # as train() takes it
+        distributed = _report_throughput(history, run.ctx, batch, parts.device)
     return dict(entities_=parts.entities, relations_=parts.relations, device_=parts.device, model_=parts.model,
-                sampler_=parts.sampler, history_=history, emu_params_=emu_params, _known_ids=parts.known_ids,
-                n_iter_=len(history), n_threads_=parts.n_threads, distributed_=None,
+                sampler_=parts.sampler, history_=history, emu_params_=run.emu_params, _known_ids=parts.known_ids,
+                n_iter_=len(history), n_threads_=parts.n_threads, distributed_=distributed,
                 # encodings and filter indices of this fit's evaluations: a container, so that calls on a
                 # snapshot (see _on_snapshot) fill the estimator's own cache
                 _eval_cache=EvaluationCache(),
-                checkpoint_path_=None if checkpoint is None else checkpoint.path, _fit_params=fit_params)
+                checkpoint_path_=None if checkpoint is None else checkpoint.path, _fit_params=run.fit_params)
+
+
+@contextlib.contextmanager
+def _cuda_cache_released():
+    try:
+        yield
+    finally:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            # hand the training's cached blocks (activations, optimiser state) back, so the
+            # next fit on this GPU, or another process sharing it, can use them
+            torch.cuda.empty_cache()
 
 
 def _encode(X, entities, relations, device, n_columns=3, name="X"):

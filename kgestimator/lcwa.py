@@ -164,17 +164,23 @@ class LCWAStep:
 
     def _embedding_scores(self, groups, generator):
         cfg, model = self.cfg, self.model
-        anchors, rels, qs = [], [], []
-        for anchor, rel, side, _ in groups:
-            a = model.entities(anchor)
-            rel_ids, query_side = model.orient(rel, side)
-            r = model.relations(rel_ids)
-            anchors.append(a)
-            rels.append(r)
-            qs.append(model.query(a, r, query_side))
-        q = torch.cat(qs)
+        # one lookup per table for both sides: each lookup's backward writes a dense, table-sized
+        # gradient (a zero fill and an add), which cost more than the scores' products at kbc's batch of 50
+        sizes = [g[0].shape[0] for g in groups]
         table = model.entity_table()
-        pos = torch.cat([table[g[3]] for g in groups]) if not self.kvsall else None
+        ids = [g[0] for g in groups]
+        # without entity dropout a positive's row is its table row: gathered with the anchors
+        together = not self.kvsall and not (model.entity_dropout and model.training)
+        if together:
+            ids += [g[3] for g in groups]
+        rows = model.entities(torch.cat(ids))
+        anchors = rows[:sum(sizes)].split(sizes)
+        pos = None
+        if not self.kvsall:
+            pos = rows[sum(sizes):] if together else table[torch.cat([g[3] for g in groups])]
+        oriented = [model.orient(rel, side) for _, rel, side, _ in groups]
+        rels = model.relations(torch.cat([o[0] for o in oriented])).split(sizes)
+        q = torch.cat([model.query(a, r, o[1]) for a, r, o in zip(anchors, rels, oriented)])
 
         def score(lo, hi):
             cand = table[lo:hi]

@@ -250,7 +250,7 @@ def make_optimizer(name, model, lr, sparse=False, adam=False):
 
 
 #: largest ``(B, n_entities)`` score matrix for which per-positive negatives of a
-#: bilinear model are scored against the whole table (see ``_score_negatives``)
+#: bilinear model are scored against the whole table (see ``group_logits``)
 FULL_TABLE_ELEMENTS = 1 << 26
 
 
@@ -275,18 +275,6 @@ def _scores_full_table(model, C, c):
     the product would make the gradient dense.
     """
     return c == 1 and model.bilinear and not model.sparse and C * model.n_entities <= FULL_TABLE_ELEMENTS
-
-
-def _score_negatives(model, pairwise, q, ids, neg, fake):
-    """Scores ``(C, c, N)`` of the queries against the negatives ``ids`` (embedded as
-    ``neg``, or None where they are scored against the whole table) and ``fake``."""
-    if neg is None:
-        scores = sampled_scores(q.view(q.shape[0], -1), model.entity_table(), ids).unsqueeze(1)
-    else:
-        scores = pairwise(q, neg)
-    if fake is not None:
-        scores = torch.cat([scores, pairwise(q, fake.to(scores.dtype))], -1)
-    return scores
 
 
 def _logits(pos_scores, neg_scores, n_negatives):
@@ -321,8 +309,14 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
     pos_scores = model.match(q, pos)            # (C, c)
 
     fake = generate(sampler, flat, side, model, anchor, q, generator, train=True)
-    neg = None if full_table else cands.pop(0)
-    neg_scores = _score_negatives(model, pairwise, q, neg_ids, neg, fake)   # (C, c, N)
+    neg = None
+    if full_table:
+        neg_scores = sampled_scores(q.view(C, -1), model.entity_table(), neg_ids).unsqueeze(1)   # (C, c, N)
+    else:
+        neg = cands.pop(0)
+        neg_scores = pairwise(q, neg)
+    if fake is not None:
+        neg_scores = torch.cat([neg_scores, pairwise(q, fake.to(neg_scores.dtype))], -1)
     sampler.update(flat, side, model, q, neg_ids, neg_scores[..., :n_ids].detach(), generator)
     logits = _logits(pos_scores, neg_scores, cfg.n_negatives)
 
@@ -348,9 +342,10 @@ def step_loss(model, pairwise, sampler, cfg, batch, step, generator, masked_dist
     ``masked_distance``: the compiled masked distance of models with a
     ``mutated_pairwise`` (see :func:`masked_distance_fn`), or None.
     """
-    parts = [group_logits(model, pairwise, sampler, cfg, batch if idx is None else batch[idx], side, generator,
-                          masked_distance)
-             for idx, side in sampler.sides(batch, step, generator)]
+    parts = []
+    for idx, side in sampler.sides(batch, step, generator):  # a loop, not a comprehension: one frame less
+        parts.append(group_logits(model, pairwise, sampler, cfg, batch if idx is None else batch[idx], side,
+                                  generator, masked_distance))
     logits = torch.cat([p[0] for p in parts])
     loss = training_loss(cfg, logits, torch.cat([p[1] for p in parts]) if cfg.emu else None)
     factors = None
@@ -498,9 +493,15 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
     """
     model.dropout_generator = generator
     loop = prepare(model, triples, sampler, cfg, generator, checkpoint, sync, validate)
+    device_type = triples.device.type
     try:
         while not loop.run.done:
-            record = run_epoch(loop)
+            start_epoch(loop)
+            while (batch := next_batch(loop)) is not None:
+                with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
+                    loss = loop.step(batch, loop.run.step, generator)
+                apply_step(loop, loss)
+            record = close_epoch(loop)
             validate_epoch(loop, record, validate)
             end_epoch(loop, record, progress)
     except KeyboardInterrupt:
@@ -531,6 +532,8 @@ class _Loop:
     steps_per_epoch: int
     total_steps: int
     switch_at: int | None        # 'adagrad_then_adam' switches to Adam at this step
+    step: object = None          # step(batch, step, generator) -> loss: the model's step function
+    t0: float = 0.0              # when the epoch's clock last started
 
 
 def _step_parts(model, triples, sampler, cfg):
@@ -577,7 +580,17 @@ def prepare(model, triples, sampler, cfg, generator, checkpoint=None, sync=None,
             schedule.load_state_dict(saved[0]["run"]["lr_schedule"])
     return _Loop(model, triples, sampler, cfg, generator, checkpoint, sync, rows, lcwa, schedule, known, pairwise,
                  masked_distance, optimizer, run, batch_size,
-                 steps_per_epoch, total_steps, total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None)
+                 steps_per_epoch, total_steps, total_steps // 2 if cfg.optimizer == "adagrad_then_adam" else None,
+                 _step_function(model, sampler, cfg, known, pairwise, masked_distance, lcwa))
+
+
+def _step_function(model, sampler, cfg, known, pairwise, masked_distance, lcwa):
+    """``step(batch, step, generator) -> loss``, with the model's parts bound (a partial adds no frame)."""
+    if lcwa is not None:  # 1vsAll / KvsAll
+        return lcwa
+    if known is not None:  # path-based
+        return functools.partial(path_training.path_step_loss, model, sampler, cfg, known=known)
+    return functools.partial(step_loss, model, pairwise, sampler, cfg, masked_distance=masked_distance)
 
 
 def check_generated(sampler, n_negatives):
@@ -607,54 +620,60 @@ def _check_loss(loop, loss):
                           run, loop.model, loop.cfg, loop.checkpoint)
 
 
-def run_epoch(loop):
-    """Train until the end of the current epoch (or of the step budget); return the epoch's record."""
-    run, cfg, triples, rows, bs = loop.run, loop.cfg, loop.triples, loop.rows, loop.batch_size
-    n = rows.shape[0]
+def start_epoch(loop):
+    """Begin an epoch (its order, its running loss, its clock), or go on with a resumed one."""
+    run = loop.run
     if run.perm is None:
         run.epoch, run.pos, run.n_steps, run.seconds = run.epoch + 1, 0, 0, 0.0
-        run.perm = torch.randperm(n, generator=loop.generator, device=rows.device)
-        run.loss_sum = torch.zeros((), device=triples.device)
+        run.perm = torch.randperm(loop.rows.shape[0], generator=loop.generator, device=loop.rows.device)
+        run.loss_sum = torch.zeros((), device=loop.triples.device)
     loop.model.train()
-    t0 = time.perf_counter()
-    while run.pos < loop.steps_per_epoch and run.step < loop.total_steps:
-        if run.step == loop.switch_at and not run.switched:
-            run.switched = True
-            loop.optimizer = _optimizer(cfg, loop.model, True)
-        idx = run.perm[torch.arange(run.pos * bs, (run.pos + 1) * bs, device=triples.device) % n]
-        with torch.autocast(triples.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
-            if loop.lcwa is not None:  # 1vsAll / KvsAll
-                loss = loop.lcwa(rows[idx], run.step, loop.generator)
-            elif loop.known is not None:  # path-based
-                loss = path_training.path_step_loss(loop.model, loop.sampler, cfg, triples[idx], run.step,
-                                                    loop.generator, loop.known)
-            else:
-                loss = step_loss(loop.model, loop.pairwise, loop.sampler, cfg, triples[idx], run.step,
-                                 loop.generator, loop.masked_distance)
-        # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
-        # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
-        loss = loss.float()
-        if loop.sync is None:
-            _check_loss(loop, loss)
-        loop.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if loop.sync is not None:
-            # every rank must see the same loss to stop at the same step, hence the
-            # check after the exchange (still before the step: the weights stay finite)
-            loss = loop.sync(loop.model, loss)
-            _check_loss(loop, loss)
-        loop.optimizer.step()
-        run.loss_sum += loss.detach()
-        run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
-        if loop.schedule is not None:
-            loop.schedule.after_step(run.step, loop.optimizer)
-        if loop.checkpoint is not None and loop.checkpoint.due(run.step):
-            now = time.perf_counter()
-            run.seconds, t0 = run.seconds + now - t0, now
-            _save(loop)
-    run.seconds += time.perf_counter() - t0
+    loop.t0 = time.perf_counter()
+
+
+def next_batch(loop):
+    """The epoch's next batch of rows, or None at the end of the epoch or of the step budget."""
+    run, bs, rows = loop.run, loop.batch_size, loop.rows
+    if run.pos >= loop.steps_per_epoch or run.step >= loop.total_steps:
+        return None
+    if run.step == loop.switch_at and not run.switched:
+        run.switched = True
+        loop.optimizer = _optimizer(loop.cfg, loop.model, True)
+    return rows[run.perm[torch.arange(run.pos * bs, (run.pos + 1) * bs, device=rows.device) % rows.shape[0]]]
+
+
+def apply_step(loop, loss):
+    """Backward pass, (gradient exchange), optimiser step, schedule and checkpoint for one batch's ``loss``."""
+    run = loop.run
+    # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
+    # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
+    loss = loss.float()
+    if loop.sync is None:
+        _check_loss(loop, loss)
+    loop.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if loop.sync is not None:
+        # every rank must see the same loss to stop at the same step, hence the
+        # check after the exchange (still before the step: the weights stay finite)
+        loss = loop.sync(loop.model, loss)
+        _check_loss(loop, loss)
+    loop.optimizer.step()
+    run.loss_sum += loss.detach()
+    run.n_steps, run.step, run.pos = run.n_steps + 1, run.step + 1, run.pos + 1
+    if loop.schedule is not None:
+        loop.schedule.after_step(run.step, loop.optimizer)
+    if loop.checkpoint is not None and loop.checkpoint.due(run.step):
+        now = time.perf_counter()
+        run.seconds, loop.t0 = run.seconds + now - loop.t0, now
+        _save(loop)
+
+
+def close_epoch(loop):
+    """Stop the epoch's clock, refuse non-finite weights, return the epoch's record."""
+    run = loop.run
+    run.seconds += time.perf_counter() - loop.t0
     if not _finite(loop.model):
-        raise _non_finite(f"The weights became non-finite in epoch {run.epoch}", run, loop.model, cfg,
+        raise _non_finite(f"The weights became non-finite in epoch {run.epoch}", run, loop.model, loop.cfg,
                           loop.checkpoint)
     return {"epoch": run.epoch, "step": run.step, "loss": float(run.loss_sum) / max(1, run.n_steps),
             "seconds": run.seconds}

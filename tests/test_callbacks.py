@@ -160,10 +160,14 @@ def test_save_leaves_callbacks_out(kg, tmp_path):
     np.testing.assert_allclose(loaded.score_samples(kg.test[:5]), est.score_samples(kg.test[:5]), rtol=1e-6)
 
 
+_CALLBACKS = r"The 'callbacks' parameter of KGEmbedder must be a list of callback objects \(instances with one of " \
+             r"the methods on_fit_begin, .*\) or None\. Got "
+
+
 @pytest.mark.parametrize("bad, match", [
-    (Recorder(), "must be None or a list"),
-    ([object()], r"callbacks\[0\].*needs at least one of the methods"),
-    ([Recorder], "pass an instance, not the class"),
+    (Recorder(), _CALLBACKS + r"<.*Recorder object at .*> instead"),
+    ([object()], _CALLBACKS + r"\[<object object at .*>\] instead"),
+    ([Recorder], _CALLBACKS + r"\[<class '.*Recorder'>\] instead"),
 ])
 def test_bad_callbacks_are_named(kg, bad, match):
     with pytest.raises(TypeError, match=match):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kgestimator import KGEmbedder, cli, make_kg
-from kgestimator._cli_params import parameter_docs, parse_value
+from kgestimator._cli_params import parse_value
 
 SMALL = ["--dim", "8", "--n-negatives", "8", "--batch-size", "256", "--n-epochs", "2",
          "--random-state", "0", "--threads", "1"]
@@ -68,31 +68,34 @@ def test_every_estimator_parameter_is_a_documented_flag():
     flags = {opt for action in train._actions for opt in action.option_strings}
     names = [n for n in inspect.signature(KGEmbedder.__init__).parameters if n != "self"]
     assert set(KGEmbedder().get_params()) == set(names)
-    from kgestimator._cli_params import NOT_FLAGS
-
+    table = KGEmbedder._parameter_table
     # callbacks take objects, which a flag cannot give (train --tracker builds them)
-    assert {"--" + n.replace("_", "-") for n in names if n not in NOT_FLAGS} <= flags
+    assert [n for n in names if table[n].flag is None] == ["callbacks"]
+    assert {"--" + n.replace("_", "-") for n in names if table[n].flag is not None} <= flags
     assert "--callbacks" not in flags and "--tracker" in flags
-    docs = parameter_docs(KGEmbedder)
-    assert set(names) <= set(docs), "every parameter needs a numpydoc entry (it is the flag's help)"
-    assert all(docs[n][1] for n in names), [n for n in names if not docs[n][1]]
+    helps = {opt: action.help for action in train._actions for opt in action.option_strings}
+    # the help is the table's first sentence, inline markup read as plain text
+    assert helps["--sampler"].startswith("'uniform' (alternating head/tail corruption)")
+    assert "an object from kgestimator.samplers whose" in helps["--sampler"]
+    assert helps["--dim"] == ("Embedding dimension (complex dimensions for ComplEx, RotatE and HAKE; the width of "
+                              "every layer for NBFNet). [int or None, default=None]")
 
 
 def test_flags_follow_the_estimators_signature(monkeypatch):
+    from numbers import Real
+
     from sklearn.base import BaseEstimator
+    from sklearn.utils._param_validation import Interval
 
     from kgestimator._cli_params import estimator_params
+    from kgestimator._parameters import Parameter
 
     class Toy(BaseEstimator):
-        """Toy.
+        """Toy."""
 
-        Parameters
-        ----------
-        shiny : float, default=0.5
-            A new knob. Second sentence.
-        emu : bool, default=False
-            A switch.
-        """
+        _parameter_table = {"shiny": Parameter("float", (Interval(Real, 0, 1, closed="both"),), "A new knob.",
+                                               "Second sentence."),
+                            "emu": Parameter("bool", ("boolean",), "A switch.")}
 
         def __init__(self, shiny=0.5, emu=False):
             self.shiny = shiny
@@ -107,6 +110,10 @@ def test_flags_follow_the_estimators_signature(monkeypatch):
     help_text = " ".join(parser._subparsers._group_actions[0].choices["train"].format_help().split())
     assert "--shiny VALUE A new knob. [float, default=0.5]" in help_text
     assert "--dim" not in help_text
+    # values are checked against the parameter's constraints as they are read, naming the flag
+    with pytest.raises(cli.CommandError, match=r"argument --shiny: must be a float in the range \[0.0, 1.0\]; "
+                                               r"got '2'"):
+        parser.parse_args(["train", "data.tsv", "-o", "m.kge", "--shiny", "2"])
 
 
 @pytest.mark.parametrize("text, value", [
@@ -188,12 +195,15 @@ def test_train_on_a_single_file_has_no_metrics(folder, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, fragments", [
-    (["--dim", "abc"], ["kgestimator train: error:", "--dim must be an int", "'abc'"]),
-    (["--mutation-ratio", "1.5"], ["--mutation-ratio must be a number in [0.0, 1.0]"]),
-    (["--model", "nosuch"], ["--model must be one of", "'nosuch'"]),
-    (["--sampler", "nosuch"], ["--sampler must be one of"]),
-    (["--emu", "maybe"], ["--emu must be one of"]),
-    (["--device", "not-a-device"], ["--device must be"]),
+    (["--dim", "abc"], ["kgestimator train: error:", "argument --dim: must be an int in the range [1, inf)", "'abc'"]),
+    (["--mutation-ratio", "1.5"], ["argument --mutation-ratio: must be a float in the range [0.0, 1.0]", "'1.5'"]),
+    (["--model", "nosuch"], ["argument --model: must be a str among {'transe', ", "'nosuch'"]),
+    (["--sampler", "nosuch"], ["argument --sampler: must be a str among {'uniform', ", "'nosuch'"]),
+    (["--emu", "maybe"], ["argument --emu: must be a str among {'mixup', 'ls_only'}", "'maybe'"]),
+    (["--device", "not-a-device"], ["argument --device: must be 'auto' or a device", "'not-a-device'"]),
+    (["--dropout", "1.0"], ["argument --dropout: must be a float in the range [0.0, 1.0)", "'1.0'"]),
+    (["--model-params", "{nope"], ["argument --model-params: must be", "a JSON object string", "'{nope'"]),
+    (["--sparse", "--regularizer", "l3"], ["The 'sparse' parameter cannot be True with regularizer='l3'"]),
     (["--no-such-flag", "1"], ["unrecognized arguments: --no-such-flag"]),
 ])
 def test_train_bad_flag_values(folder, tmp_path, capsys, extra, fragments):

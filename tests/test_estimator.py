@@ -1,5 +1,7 @@
 """KGEmbedder: fit/predict/score, validation messages, reproducibility, learning."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -106,26 +108,32 @@ def test_k_validation(fitted):
         fitted.predict_topk([[fitted.entities_[0], fitted.relations_[0]]], k=len(fitted.entities_) + 1)
 
 
-@pytest.mark.parametrize("param, value, match", [
-    ("model", "transh", "'model' parameter must be one of"),
-    ("dim", 0, "'dim' parameter"),
-    ("dim", 2.5, "'dim' parameter"),
-    ("n_negatives", -1, "'n_negatives'"),
-    ("emu", "yes", "'emu' parameter"),
-    ("emu", 1, "'emu' parameter"),
-    ("alpha", -0.1, "'alpha' parameter"),
-    ("mutation_ratio", 1.5, "'mutation_ratio' parameter"),
-    ("beta", "high", "'beta' parameter"),
-    ("loss", "hinge", "'loss' parameter"),
-    ("optimizer", "sgd", "'optimizer' parameter"),
-    ("learning_rate", 0, "'learning_rate' parameter"),
-    ("sampler", "nope", "'sampler' parameter"),
-    ("regularizer", "l1", "'regularizer' parameter"),
-    ("device", "tpu:9", "'device' parameter"),
-    ("compile", "always", "'compile' parameter"),
-    ("uls", "yes", "'uls' parameter"),
+@pytest.mark.parametrize("param, value, accepted", [
+    ("model", "transh", "a str among {'transe', 'distmult', 'complex', 'rotate', 'hake', 'nbfnet'}"),
+    ("dim", 0, "an int in the range [1, inf) or None"),
+    ("dim", 2.5, "an int in the range [1, inf) or None"),
+    ("dim", True, "an int in the range [1, inf) or None"),
+    ("n_negatives", -1, "an int in the range [1, inf) or None"),
+    ("emu", "yes", "a str among {'mixup', 'ls_only'} or an instance of 'bool'"),
+    ("emu", 1, "a str among {'mixup', 'ls_only'} or an instance of 'bool'"),
+    ("alpha", -0.1, "a float in the range [0.0, inf) or a str among {'auto'}"),
+    ("alpha", float("inf"), "a float in the range [0.0, inf) or a str among {'auto'}"),
+    ("mutation_ratio", 1.5, "a float in the range [0.0, 1.0] or a str among {'auto'}"),
+    ("beta", "high", "a float in the range [0.0, 1.0] or a str among {'auto'}"),
+    ("loss", "hinge", "a str among {'ce', "),
+    ("optimizer", "sgd", "a str among {'adam', 'adagrad', 'adagrad_then_adam'}"),
+    ("learning_rate", 0, "a float in the range (0.0, inf)"),
+    ("sampler", "nope", "a str among {'uniform', "),
+    ("regularizer", "l1", "a str among {'n3', 'l3', 'l2'} or None"),
+    ("device", "tpu:9", "'auto' or a device torch names ('cpu', 'cuda', 'cuda:N' or 'mps')"),
+    ("compile", "always", "a str among {'auto'} or an instance of 'bool'"),
+    ("uls", "yes", "an instance of 'bool' or an instance of 'numpy.bool"),
+    ("dropout", (0.1, 1.0), "a float in the range [0.0, 1.0) or a pair (entity_rate, relation_rate) of floats"),
+    ("lr_scheduler_params", "[1]", "an instance of 'dict', a JSON object string or None"),
 ])
-def test_bad_parameters_are_named(kg, param, value, match):
+def test_bad_parameters_are_named(kg, param, value, accepted):
+    # scikit-learn's InvalidParameterError: the parameter, what it accepts and the value
+    match = f"The '{param}' parameter of KGEmbedder must be {re.escape(accepted)}.* Got {re.escape(repr(value))} "
     with pytest.raises(ValueError, match=match):
         KGEmbedder(**{**FAST, param: value}).fit(kg.train)
 

@@ -91,11 +91,11 @@ def poison_at(monkeypatch):
     real = training.step_loss
 
     def arm(at):
-        def step_loss(model, pairwise, sampler, cfg, batch, step, generator, *rest):
+        def step_loss(model, pairwise, sampler, cfg, batch, step, generator, *rest, **kw):
             if step == at:
                 with torch.no_grad():
                     model.entity.fill_(float("nan"))
-            return real(model, pairwise, sampler, cfg, batch, step, generator, *rest)
+            return real(model, pairwise, sampler, cfg, batch, step, generator, *rest, **kw)
 
         monkeypatch.setattr(training, "step_loss", step_loss)
 

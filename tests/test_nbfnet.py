@@ -341,8 +341,10 @@ def test_model_params_as_json_string(small_kg):
     (dict(model_params={"n_layer": 2}), r"key\(s\) \['n_layer'\] that model='nbfnet' does not take"),
     (dict(model_params={"aggregate": "mean"}), r"model_params\['aggregate'\] must be one of"),
     (dict(model_params={"n_layers": 0}), r"model_params\['n_layers'\] must be an int >= 1"),
-    (dict(model_params="{not json"), "not valid JSON"),
-    (dict(model_params=[1]), "must be None, a dict or a JSON object"),
+    (dict(model_params="{not json"), r"'model_params' parameter of KGEmbedder must be an instance of 'dict', a JSON "
+                                     r"object string or None\. Got '\{not json' instead"),
+    (dict(model_params=[1]), r"'model_params' parameter of KGEmbedder must be an instance of 'dict', a JSON object "
+                             r"string or None\. Got \[1\] instead"),
 ])
 def test_unsupported_combinations_raise_clear_errors(small_kg, params, match):
     with pytest.raises(ValueError, match=match):

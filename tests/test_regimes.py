@@ -1,5 +1,7 @@
 """1vsAll / KvsAll training, reciprocal relations, dropout, learning-rate schedules, presets (issue 16)."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -206,19 +208,26 @@ def test_plateau_in_a_fit_records_the_rate():
     assert min(rates) < 0.05 and all(b <= a for a, b in zip(rates, rates[1:]))
 
 
+def _invalid(name, accepted, value):
+    """scikit-learn's InvalidParameterError for ``name``: what it accepts (a regex) and the value."""
+    return rf"'{name}' parameter of KGEmbedder must be {accepted}\. Got {re.escape(repr(value))} instead"
+
+
 @pytest.mark.parametrize("params, match", [
-    (dict(training="2vsall"), "training"),
-    (dict(training="1vsall", label_smoothing=1.0), "label_smoothing"),
+    (dict(training="2vsall"), _invalid("training", "a str among .*", "2vsall")),
+    (dict(training="1vsall", label_smoothing=1.0),
+     _invalid("label_smoothing", r"a float in the range \[0.0, 1.0\)", 1.0)),
     (dict(label_smoothing=0.1), "label_smoothing"),
-    (dict(dropout=1.0), "dropout"),
-    (dict(dropout=(0.1,)), "dropout"),
+    (dict(dropout=1.0), _invalid("dropout", r"a float in the range \[0.0, 1.0\) or a pair .*", 1.0)),
+    (dict(dropout=(0.1,)), _invalid("dropout", ".*", (0.1,))),
     (dict(dropout=0.1, model="nbfnet"), "dropout"),
-    (dict(reciprocal=1), "reciprocal"),
-    (dict(lr_scheduler="step"), "lr_scheduler"),
+    (dict(reciprocal=1), _invalid("reciprocal", "an instance of 'bool'.*", 1)),
+    (dict(lr_scheduler="step"), _invalid("lr_scheduler", r"a str among \{'plateau', 'cosine'\} or None", "step")),
     (dict(lr_scheduler="cosine", lr_scheduler_params={"patience": 2}), "lr_scheduler_params"),
     (dict(lr_scheduler_params={"factor": 0.5}), "lr_scheduler_params"),
     (dict(lr_scheduler="plateau", lr_scheduler_params={"factor": 2.0}), "factor"),
-    (dict(lr_scheduler="plateau", lr_scheduler_params="{bad"), "JSON"),
+    (dict(lr_scheduler="plateau", lr_scheduler_params="{bad"),
+     _invalid("lr_scheduler_params", ".*a JSON object string or None", "{bad")),
     (dict(lr_scheduler="cosine", optimizer="adagrad_then_adam"), "adagrad_then_adam"),
     (dict(training="1vsall", loss="logistic"), "loss"),
     (dict(training="1vsall", sampler="san"), "sampler"),

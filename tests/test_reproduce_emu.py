@@ -44,6 +44,34 @@ def test_methods_map_to_the_paper_settings():
         KGEmbedder(**reproduce_emu.estimator_params({**c, "method": method})).get_params()
 
 
+def test_verdicts_use_the_seed_spread_and_a_fixed_band():
+    v = reproduce_emu.verdict
+    assert v([0.335], 0.332) == "reproduced"                 # inside the 0.01 band
+    assert v([0.300], 0.332) == "short by 0.032"
+    assert v([0.350], 0.332) == "better by 0.018"
+    # three seeds with a spread of 0.02: 2 std = 0.04 covers a 0.03 gap
+    assert v([0.282, 0.302, 0.322], 0.332) == "reproduced"
+    assert v([0.301, 0.302, 0.303], 0.332) == "short by 0.030"
+    assert v([], 0.332) == "not run" and v([0.3], None) == "no paper value"
+
+
+def test_budget_rows_average_seeds_per_budget_and_judge_the_largest():
+    results = {("FB15k-237", "distmult", "uni", 0, 10000): 0.29, ("FB15k-237", "distmult", "uni", 0, 100000): 0.30,
+               ("FB15k-237", "distmult", "uni", 1, 100000): 0.31,
+               ("FB15k-237", "distmult", "uni_emu_t12", 0, 30000): 0.318}
+
+    def get(d, m, meth, seed, budget):
+        mrr = results.get((d, m, meth, seed, budget))
+        return None if mrr is None else {"test": {"mrr": mrr}}
+
+    rows = reproduce_emu.budget_rows(get, ["FB15k-237"], ["distmult"], [0, 1])
+    assert [(r["method"], sorted(r["curve"])) for r in rows] == [("uni", [10000, 100000]), ("uni_emu_t12", [30000])]
+    assert rows[0]["curve"][100000] == [0.30, 0.31] and rows[0]["verdict"] == "reproduced"  # 0.305 vs 0.299
+    assert rows[1]["paper"] == 0.332 and rows[1]["verdict"] == "short by 0.014 (at 30k)"  # judged at its largest budget
+    table = "\n".join(reproduce_emu._budget_table(rows))
+    assert "0.305 ± 0.007 (2 seeds)" in table
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _nations_available(), reason="../shared/datasets/nations not found (set KGESTIMATOR_DATA)")
 def test_cells_resume_and_feed_figures_and_report(tmp_path):
