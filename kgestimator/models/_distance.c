@@ -53,12 +53,35 @@ static inline float rsqrt_f32(float s)
 
 static inline double rsqrt_f64(double s) { return 1.0 / sqrt(s); }
 
+/* a * b - c * d. With fused multiply-adds the compiler would contract it into fma(a, b, -(c * d)),
+ * which is not 0 where a * b = c * d (HAKE's phase distance between equal angles, whose gradient
+ * must then be 0); Kahan's form is exact there and within 2 ulp elsewhere. */
+#if defined(__FP_FAST_FMAF)
+static inline float cross_f32(float a, float b, float c, float d)
+{
+    const float w = c * d;
+    return fmaf(a, b, -w) + fmaf(-c, d, w);
+}
+#else
+static inline float cross_f32(float a, float b, float c, float d) { return a * b - c * d; }
+#endif
+#if defined(__FP_FAST_FMA)
+static inline double cross_f64(double a, double b, double c, double d)
+{
+    const double w = c * d;
+    return fma(a, b, -w) + fma(-c, d, w);
+}
+#else
+static inline double cross_f64(double a, double b, double c, double d) { return a * b - c * d; }
+#endif
+
 #define REAL float
 #define SFX(name) name##_f32
 #define TINY 1.17549435e-38f
 #define SQRT sqrtf
 #define RSQRT rsqrt_f32
 #define ABS fabsf
+#define CROSS cross_f32
 #include __FILE__
 #undef REAL
 #undef SFX
@@ -66,6 +89,7 @@ static inline double rsqrt_f64(double s) { return 1.0 / sqrt(s); }
 #undef SQRT
 #undef RSQRT
 #undef ABS
+#undef CROSS
 
 #define REAL double
 #define SFX(name) name##_f64
@@ -73,6 +97,7 @@ static inline double rsqrt_f64(double s) { return 1.0 / sqrt(s); }
 #define SQRT sqrt
 #define RSQRT rsqrt_f64
 #define ABS fabs
+#define CROSS cross_f64
 #include __FILE__
 
 #else
@@ -111,7 +136,7 @@ INLINE void SFX(fwd)(const REAL *restrict Q, const REAL *restrict T, const REAL 
                         cv = mb[j] != 0 ? pb : cv;
                     }
                     if (hake) {
-                        op[j] += ABS(b * cu - a * cv);
+                        op[j] += ABS(CROSS(b, cu, a, cv));
                     } else {
                         const REAL x = a - cu, y = b - cv;
                         REAL s = x * x + y * y;
@@ -171,7 +196,7 @@ INLINE void SFX(bwd)(const REAL *restrict GP, const REAL *restrict GM, const REA
                     }
                     REAL du, dv;  /* gradient of the term with respect to the candidate's two parts */
                     if (hake) {
-                        const REAL val = b * cu - a * cv, sg = gp[j] * SIGN(val);
+                        const REAL val = CROSS(b, cu, a, cv), sg = gp[j] * SIGN(val);
                         sa -= sg * cv;
                         sb += sg * cu;
                         du = sg * b;
@@ -257,7 +282,7 @@ INLINE void SFX(sparse_fwd)(const REAL *restrict QT, const REAL *restrict DPT, c
                 const REAL cu = cj[k], cv = cj[d + k];
                 if (hake) {
                     const REAL *restrict a = qt + k * c, *restrict b = qt + (d + k) * c;
-                    for (int64_t i = 0; i < c; ++i) acc[i] += ABS(b[i] * cu - a[i] * cv);
+                    for (int64_t i = 0; i < c; ++i) acc[i] += ABS(CROSS(b[i], cu, a[i], cv));
                     continue;
                 }
                 /* each part's difference: to the candidate, or the row's own to its positive */
@@ -314,7 +339,7 @@ INLINE void SFX(sparse_bwd)(const REAL *restrict GPT, const REAL *restrict GMT, 
                     const REAL *restrict a = qt + k * c, *restrict b = qt + (d + k) * c;
                     REAL *restrict ga = gqt + k * c, *restrict gb = gqt + (d + k) * c;
                     for (int64_t i = 0; i < c; ++i) {
-                        const REAL sg = g[i] * SIGN(b[i] * cu - a[i] * cv);
+                        const REAL sg = g[i] * SIGN(CROSS(b[i], cu, a[i], cv));
                         ga[i] -= sg * cv;
                         gb[i] += sg * cu;
                         su += sg * b[i];
