@@ -210,7 +210,37 @@ def row_rotation(args, clock):
             if base in med and not key.startswith("complex"):
                 speedups[f"{key} vs {old}"] = med[base] / med[key]
     return {"steps_ms": {k: 1000 * v for k, v in med.items()}, "spread": t, "ratios": ratios, "speedups": speedups,
+            "ranking_512_queries": _rotation_ranking(args, clock, n_ent, n_rel),
             "memory": _rotation_memory(args) if args.rotation_memory else "not measured (--rotation-memory)"}
+
+
+def _rotation_ranking(args, clock, n_ent, n_rel, n_queries=512):
+    """``evaluation.score_all`` of ``n_queries`` tail queries against every entity, per model and path (seconds).
+
+    The reference paths run the scoring the models had before (their instance's
+    ``native_scoring`` switched off: blocked broadcast, or ``torch.compile``'s kernel).
+    """
+    import torch
+
+    from kgestimator.evaluation import score_all
+    from kgestimator.models import make_model
+
+    gen = torch.Generator().manual_seed(0)
+    anchor, rel = torch.randint(n_ent, (n_queries,), generator=gen), torch.randint(n_rel, (n_queries,), generator=gen)
+    jobs = {}
+    for name in ("rotate", "hake"):
+        for label, compile, parts in ROTATION_PATHS:
+            if label not in args.rotation_paths:
+                continue
+            model = make_model(name, n_ent, n_rel, args.dim, 6.0, generator=torch.Generator().manual_seed(0)).eval()
+            if parts is not None:
+                model.native_scoring = False
+
+            def job(model=model, compile=compile):
+                with torch.no_grad():
+                    score_all(model, anchor, rel, "tail", compile)
+            jobs[f"{name} | {label}"] = job
+    return {k: v["median"] for k, v in interleaved(jobs, max(3, args.repeats // 2), clock, warmup=1).items()}
 
 
 def _rotation_memory(args):

@@ -304,7 +304,8 @@ class _RotatE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, cand, pos, mask, native):
-        out, _, ctx.run_backward = _run("rotate", q, cand, pos, mask, native)
+        with torch.autocast(q.device.type, enabled=False):  # distances stay in the inputs' precision
+            out, _, ctx.run_backward = _run("rotate", q, cand, pos, mask, native)
         return out
 
     @staticmethod
@@ -327,19 +328,21 @@ class _HAKE(torch.autograd.Function):
     def forward(ctx, q, cand, pos, mask, weights, scale, native):
         d = cand.shape[-1] // 2
         packs = [_pack_half(x, d, scale) for x in (q, cand, pos) if x is not None]
-        out_p, out_m, ctx.run_backward = _run("hake", *packs[:2], packs[2] if pos is not None else None, mask,
-                                              native)
+        with torch.autocast(q.device.type, enabled=False):  # distances stay in the inputs' precision
+            out_p, out_m, ctx.run_backward = _run("hake", *packs[:2], packs[2] if pos is not None else None, mask,
+                                                  native)
         root = out_m.clamp_min_(torch.finfo(out_m.dtype).tiny).sqrt_()
         ctx.save_for_backward(weights)
         ctx.parts, ctx.packs, ctx.d, ctx.scale = (out_p, root), packs, d, scale
-        return out_p * weights[0] + root * weights[1]
+        return torch.addcmul(out_p * weights[0], root, weights[1])
 
     @staticmethod
     def backward(ctx, grad):
         (weights,), (out_p, root), d = ctx.saved_tensors, ctx.parts, ctx.d
-        g_weights = torch.stack([(grad * out_p).sum(), (grad * root).sum()])
+        flat = grad.reshape(-1)
+        g_weights = torch.stack([flat.dot(out_p.reshape(-1)), flat.dot(root.reshape(-1))])
         # d sqrt(M) / dM, zero where M was clamped (a zero modulus distance: vector_norm's convention)
-        g_m = (grad * weights[1] / (2 * root)).masked_fill_(root <= torch.finfo(root.dtype).tiny ** 0.5, 0)
+        g_m = torch.div(grad, root).mul_(weights[1] * 0.5).masked_fill_(root <= torch.finfo(root.dtype).tiny ** 0.5, 0)
         grads = ctx.run_backward((grad * weights[0]).contiguous(), g_m)
         raw = [None if g is None else _unpack_half(g, p, d, ctx.scale) for g, p in zip(grads, ctx.packs + [None])]
         return raw[0], raw[1], raw[2] if len(ctx.packs) == 3 else None, None, g_weights.view_as(weights), None, None
@@ -349,8 +352,8 @@ def _pack_half(x, d, scale):
     """Rows ``[phase (d) | rest]`` -> ``[cos | sin | rest]`` of the half angles ``phase * scale`` (no autograd)."""
     out = x.new_empty(*x.shape[:-1], x.shape[-1] + d)
     half = x[..., :d] * scale
-    out[..., :d] = half.cos()
-    out[..., d:2 * d] = half.sin()
+    torch.cos(half, out=out[..., :d])
+    torch.sin(half, out=out[..., d:2 * d])
     out[..., 2 * d:] = x[..., d:]
     return out
 
@@ -358,7 +361,8 @@ def _pack_half(x, d, scale):
 def _unpack_half(grad, pack, d, scale):
     """The gradient of raw rows ``[phase | rest]`` from that of their pack ``[cos | sin | rest]``."""
     out = grad.new_empty(*grad.shape[:-1], grad.shape[-1] - d)
-    out[..., :d] = (pack[..., :d] * grad[..., d:2 * d] - pack[..., d:2 * d] * grad[..., :d]) * scale
+    phase = torch.mul(pack[..., :d], grad[..., d:2 * d], out=out[..., :d])
+    phase.addcmul_(pack[..., d:2 * d], grad[..., :d], value=-1).mul_(scale)
     out[..., d:] = grad[..., 2 * d:]
     return out
 

@@ -120,10 +120,9 @@ def error():
 
 
 def supports(*tensors):
-    """Whether the kernels take these tensors: CPU, float32 or float64, one dtype, no autocast."""
+    """Whether the kernels take these tensors: CPU, float32 or float64, one dtype."""
     t = tensors[0]
-    return (t.device.type == "cpu" and t.dtype in _SUFFIX and all(x.dtype == t.dtype for x in tensors)
-            and not torch.is_autocast_enabled("cpu"))
+    return t.device.type == "cpu" and t.dtype in _SUFFIX and all(x.dtype == t.dtype for x in tensors)
 
 
 def _ptr(t):
@@ -132,9 +131,10 @@ def _ptr(t):
 
 def _pool(n):
     # one pool per process (a forked child starts its own); ctypes releases the GIL during each call
-    if _state["pid"] != os.getpid() or _state["pool"]._max_workers < n:
-        _state["pool"], _state["pid"] = ThreadPoolExecutor(max_workers=n), os.getpid()
-    return _state["pool"]
+    with _lock:
+        if _state["pid"] != os.getpid() or _state["pool"]._max_workers < n:
+            _state["pool"], _state["pid"] = ThreadPoolExecutor(max_workers=n), os.getpid()
+        return _state["pool"]
 
 
 def run_parts(fn, parts):
