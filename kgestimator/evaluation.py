@@ -59,9 +59,10 @@ def _compiled_scorer(model):
 def score_all(model, anchor, rel, side, compile=False):
     """Scores ``(Q, n_entities)`` of every entity as the missing ``side``.
 
-    Bilinear models take one matrix product. Distance models score
-    ``(rows, entities, d)`` blocks of about ``EVAL_BLOCK`` elements, or, with
-    ``compile``, through one compiled kernel (:func:`_compiled_scorer`).
+    Bilinear models take one matrix product. RotatE and HAKE score through
+    their fused distance (C kernels with ``compile``, on CPU). Other distance
+    models score ``(rows, entities, d)`` blocks of about ``EVAL_BLOCK`` elements,
+    or, with ``compile``, through one compiled kernel (:func:`_compiled_scorer`).
     Path-based models (NBFNet) score all entities of a query with one propagation.
     """
     if is_path_based(model):
@@ -70,6 +71,10 @@ def score_all(model, anchor, rel, side, compile=False):
     q = model.oriented_query(model.entities(anchor), rel, side)
     if model.bilinear:
         return q @ ent.T
+    native = getattr(model, "native_scoring", False)
+    if native and not (compile and q.device.type != "cpu"):
+        # RotatE/HAKE: the fused distance (C kernels with compile) builds no (rows, entities, d) temporary
+        return model.pairwise(q.unsqueeze(0), ent.unsqueeze(0), native=compile)[0]
     if compile:
         return _compiled_scorer(model)(q, ent)
     n_q, width = q.shape[0], ent.shape[1]

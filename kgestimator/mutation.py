@@ -72,14 +72,24 @@ def mutated_scores(model, q, pos, neg, mask, masked_distance=None):
     """Scores ``(C, c, N)`` of the queries against EMU-mutated negatives.
 
     ``mask`` has shape ``(C, N, de)`` or ``(N, de)``. Models with a
-    ``mutated_pairwise`` (TransE, whose distance is a sum over coordinates) use it,
-    with ``masked_distance`` when given; other distance models materialise the
-    mutated candidates in cache-sized row blocks.
+    ``mutated_pairwise`` (TransE, whose distance is a sum over coordinates;
+    RotatE and HAKE, whose fused distance never materialises the candidates)
+    use it, with ``masked_distance`` (:func:`~kgestimator.training.masked_distance_fn`)
+    when given; other distance models go through :func:`materialised_scores`.
     """
     if hasattr(model, "mutated_pairwise"):
         return model.mutated_pairwise(q, pos, neg, mask, masked_distance)
     if model.bilinear:
         return _bilinear_mutated(q, pos, neg, mask)
+    return materialised_scores(model, q, pos, neg, mask)
+
+
+def materialised_scores(model, q, pos, neg, mask):
+    """``model.match`` of the queries against mutated candidates materialised in cache-sized row blocks.
+
+    The reference form of :func:`mutated_scores` for distance models (the tests
+    hold the fused RotatE/HAKE distance to it).
+    """
     mask = mask.expand(neg.shape)
 
     def score(q, pos, neg, mask):

@@ -1,9 +1,12 @@
 """HAKE: phase (half-angle sine) plus modulus with a clamped mixture bias (docs/algorithms.md §1.6)."""
 
+import math
+
 import torch
 from torch import nn
 
 from ._base import EmbeddingModel, _split, phases
+from ._distance import hake_distance
 
 
 class HAKE(EmbeddingModel):
@@ -21,6 +24,8 @@ class HAKE(EmbeddingModel):
 
     entity_factor = 2
     relation_factor = 3
+    #: ``pairwise`` and ``mutated_pairwise`` take ``native=``: the fused distance of ``_distance``
+    native_scoring = True
 
     def __init__(self, n_entities, n_relations, dim, gamma=24.0, generator=None,
                  phase_weight=0.5, modulus_weight=1.0, init_scale=None):
@@ -49,3 +54,20 @@ class HAKE(EmbeddingModel):
         phase_dist = torch.sin(phases(q_phase - c_phase, self.rho) / 2).abs().sum(-1)
         mod_dist = torch.linalg.vector_norm(c_mod * x - y, dim=-1)
         return self.gamma - (self.phase_weight * phase_dist + self.modulus_weight * mod_dist)
+
+    def pairwise(self, q, cand, native=False):
+        """Scores ``(C, c, N)`` of queries ``(C, c, 3d)`` against candidates ``(C, N, 2d)``, fused.
+
+        The phase distance ``|sin((a - b) / 2)|`` is computed as
+        ``|sin(alpha) cos(beta) - cos(alpha) sin(beta)|`` of the half phases, so
+        the kernels need no sine of their own. ``native``: the C kernels where
+        they can be built (``compile``), else eager blocks.
+        """
+        return self.gamma - hake_distance(q, cand, self._weights(), math.pi / self.rho / 2, native=native)
+
+    def mutated_pairwise(self, q, pos, neg, mask, native=False):
+        """EMU scores ``(C, c, N)`` against ``neg`` with the coordinates ``mask`` ``(N, 2d)`` copied from ``pos``."""
+        return self.gamma - hake_distance(q, neg, self._weights(), math.pi / self.rho / 2, pos, mask, native=native)
+
+    def _weights(self):
+        return torch.cat([self.phase_weight, self.modulus_weight])
