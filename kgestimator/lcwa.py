@@ -180,7 +180,10 @@ class LCWAStep:
             pos = rows[sum(sizes):] if together else table[torch.cat([g[3] for g in groups])]
         oriented = [model.orient(rel, side) for _, rel, side, _ in groups]
         rels = model.relations(torch.cat([o[0] for o in oriented])).split(sizes)
-        q = torch.cat([model.query(a, r, o[1]) for a, r, o in zip(anchors, rels, oriented)])
+        qs = []
+        for a, r, (_, query_side) in zip(anchors, rels, oriented):  # a loop: no comprehension frame above query
+            qs.append(model.query(a, r, query_side))
+        q = torch.cat(qs)
 
         def score(lo, hi):
             cand = table[lo:hi]
