@@ -55,7 +55,9 @@ myst_heading_anchors = 4  # "[Speed](#speed)" links of the README resolve
 # load nothing from the internet; the CDN copy of Sphinx's default otherwise
 _MATHJAX = Path("/usr/share/javascript/mathjax")
 if (_MATHJAX / "MathJax.js").is_file():
-    mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML"
+    # CommonHTML output: the HTML-CSS one declares a font at about:blank, which Chromium
+    # refuses (a console error) whenever its font test runs before the web fonts load
+    mathjax_path = "mathjax/MathJax.js?config=TeX-AMS_CHTML"
     # Debian ships MathJax 2: typeset only the elements Sphinx and MyST mark as maths
     mathjax2_config = {"tex2jax": {
         "inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]],

@@ -186,5 +186,13 @@ def test_algorithms_page_renders_its_equations(browser, site, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     WebDriverWait(browser, 30).until(
-        lambda d: d.find_elements("css selector", ".MathJax, .MathJax_Display, mjx-container"))
+        lambda d: d.find_elements("css selector", ".MathJax, .MathJax_Display, .MathJax_CHTML, mjx-container"))
+    # fonts load while MathJax typesets, after the page itself is complete: its errors come later
+    browser.set_script_timeout(30)
+    browser.execute_async_script(
+        "var done = arguments[arguments.length - 1];"
+        "if (window.MathJax && MathJax.Hub) { MathJax.Hub.Queue(function () { done(true); }); }"
+        "else if (window.MathJax && MathJax.startup) { MathJax.startup.promise.then(function () { done(true); }); }"
+        "else { done(false); }")
+    assert [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"] == []
     assert "TransE" in _text(browser, "article")
