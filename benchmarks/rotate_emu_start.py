@@ -94,7 +94,8 @@ def run_cell(variant, seed, args, data):
     method, overrides, patch = VARIANTS[variant]
     c = reproduce_emu.cell("FB15k-237", "rotate", method, 100, seed, args.steps)
     params = reproduce_emu.estimator_params(c)
-    params.update(optimizer="adagrad", **overrides)
+    params.update(optimizer="adagrad")
+    params.update(overrides)
     params.update(max_steps=args.steps, early_stopping=False, eval_every=args.eval_epochs, n_threads=1)
     est = KGEmbedder()
     if any(k not in est.get_params() for k in params):
