@@ -140,6 +140,8 @@ def report(args):
         cells[(r["variant"], r["seed"])] = r
     seeds = sorted({s for _, s in cells})
     base = {s: cells[("emu", s)] for s in seeds if ("emu", s) in cells}
+    steps = next(iter(cells.values()))["curve"] if cells else []
+    print(f"evaluations at steps {', '.join(str(step) for step, _ in steps)}; validation subset of {args.valid_size}")
     print("| variant | validation MRR at each evaluation (mean over seeds) | last, minus `emu` (per seed) | seeds |")
     print("|---|---|---|---|")
     for v in VARIANTS:
