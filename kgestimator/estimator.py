@@ -66,9 +66,8 @@ _PAPER_SETTINGS = {
 
 #: What ``'auto'`` resolves to, per model, as (alpha, keep flag, beta), chosen on evidence at the
 #: library's defaults (d=100, 256 negatives, batch 1000, Adam; ``benchmarks/emu_defaults.py``,
-#: BENCHMARKS.md §8): the released scripts' (0.11, 0.39, 0.53) beat no EMU for DistMult and ComplEx
-#: on nations, kinship, make_kg and a held-out generated graph, for RotatE and HAKE on nations and
-#: kinship, and under the
+#: BENCHMARKS.md §8): the released scripts' (0.11, 0.39, 0.53) beat no EMU for DistMult, ComplEx,
+#: RotatE and HAKE on nations, kinship, make_kg and a held-out generated graph, and under the
 #: reference schedule on FB15k-237 for DistMult and ComplEx, where Table 5's values lost to no EMU.
 #: TransE is the exception: it gains on both generated graphs and FB15k-237, ties on nations and
 #: loses on kinship and WN18RR (alpha 0.5 wins on kinship and loses on make_kg: no single setting
