@@ -284,8 +284,10 @@ PARAMETERS = {
         "few seconds, once per machine), and with ``torch.compile`` TransE's EMU scoring and all-entity "
         "ranking (seconds to tens of seconds, per shape): on FB15k-237 a RotatE step about 10x, a RotatE "
         "EMU step about 20x faster than eager (one core), and TransE's EMU steps several times faster.",
-        "``'auto'`` compiles when the training set has at least 50,000 triples, where the compile pays for "
-        "itself within an epoch; without a working compiler it falls back to eager code with a warning. "
+        "``'auto'`` builds RotatE's and HAKE's C kernels on the CPU whatever the graph's size (once per "
+        "machine, cached), and uses ``torch.compile`` when the training set has at least 50,000 triples, where "
+        "it pays for itself within an epoch; without a working compiler it falls back to eager code with a "
+        "warning. "
         "Bilinear models (matrix products) and NBFNet are never compiled."),
     "sparse": Parameter(
         "bool", ("boolean",),
