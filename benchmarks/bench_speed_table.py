@@ -117,10 +117,10 @@ def _step_parts(spec):
     model = make_model(model_name, n_ent, n_rel, spec["dim"], gamma,
                        generator=torch.Generator().manual_seed(spec.get("seed", 0)))
     # the estimator's own resolution of every setting (EMU values, emu_resample='auto', compile)
-    chunk = {"neg_chunk_size": spec["neg_chunk_size"]} if "neg_chunk_size" in spec else {}
+    # neg_chunk_size and emu_masks: the estimator's defaults unless the spec sets them (bench_emu_masks.py)
     est = KGEmbedder(model=model_name, sampler=sampler_name, emu=emu, dim=spec["dim"], gamma=gamma,
                      n_negatives=spec["n_negatives"], batch_size=spec["batch_size"], compile=spec["compile"],
-                     **chunk)
+                     **{k: spec[k] for k in ("neg_chunk_size", "emu_masks") if k in spec})
     cfg = make_config(est.get_params(deep=False), est._check_params(), ids.shape[0], torch.device("cpu"))
     optimizer = make_optimizer("adam", model, 0.01)
     pairwise = pairwise_fn(model, cfg.compile)   # compile='auto' resolved as a fit resolves it

@@ -30,6 +30,7 @@ from .callbacks import HOOKS, is_callback
 from .lcwa import TRAININGS
 from .losses import LOSSES
 from .models import MODELS
+from .mutation import EMU_MASKS
 from .samplers import SAMPLERS
 from .schedules import SCHEDULES
 
@@ -173,6 +174,18 @@ PARAMETERS = {
         "uniform negatives; False mutates the vanilla term's own negatives.",
         "``'auto'``: True, except for samplers whose reference reuses its draw (SAN: the EMU code's "
         "``if_CE 2``), which also spares a second hard-negative draw per step."),
+    "emu_masks": Parameter(
+        "{'shared', 'independent'}", (options(EMU_MASKS),),
+        "How the EMU masks are drawn: ``'shared'``, one mask per negative slot shared by every positive of a "
+        "step; ``'independent'``, a Bernoulli(``mutation_ratio``) draw per positive, negative and coordinate, "
+        "as the reference code does.",
+        "Shared masks correlate the mutated negatives of different positives (the expectation of each row's "
+        "loss is unchanged) and keep EMU scoring on its fast paths (matrix products, fused distances); "
+        "independent masks materialise the mutated candidates, which is slower (``benchmarks/bench_emu_masks.py``). ``neg_chunk_size=1`` with ``'independent'`` is the "
+        "reference's exact sampling for uniform negatives; SAN needs ``'independent'`` only, since it draws "
+        "per positive and ``emu_resample='auto'`` reuses its draw as the reference does (docs/algorithms.md "
+        "§5.10). Ignored unless ``emu=True`` (no masks are drawn for ``'mixup'`` and ``'ls_only'``) and by "
+        "NBFNet, whose EMU masks are always per positive; ``training='1vsall'`` takes ``'shared'`` only."),
     "loss": Parameter(
         "{'ce', 'logistic', 'self_adversarial', 'bce'}", (options(LOSSES),),
         "Softmax cross-entropy over ``[positive, negatives]`` (the EMU code path), the negative-sampling "

@@ -40,6 +40,10 @@ RUN_PREFIX = "run-"
 #: stop a run early, which the checkpoint records, but not change its steps)
 IGNORED_PARAMS = ("verbose", "checkpoint_dir", "checkpoint_every", "device", "n_threads", "distributed",
                   "callbacks")
+#: parameters added after checkpoints were first written, with the value every run had before they
+#: existed: left out of the fingerprint at that value, so that a run checkpointed earlier still finds
+#: its folder and resumes (their signature defaults; tests/test_emu_masks.py checks)
+ADDED_PARAMS = {"emu_masks": "shared"}
 
 
 def fingerprint(params, device, arrays):
@@ -47,7 +51,8 @@ def fingerprint(params, device, arrays):
 
     ``device`` is the resolved device: generator states differ between CPU and CUDA.
     """
-    kept = {k: v for k, v in params.items() if k not in IGNORED_PARAMS}
+    kept = {k: v for k, v in params.items()
+            if k not in IGNORED_PARAMS and not (k in ADDED_PARAMS and v == ADDED_PARAMS[k])}
     kept["device_type"] = torch.device(device).type
     sampler = kept.get("sampler")
     if sampler is not None and not isinstance(sampler, str):

@@ -32,6 +32,7 @@ from .filtering import KnownTriples
 from .relations import relation_index, relation_metrics, score_relations
 from .memory import activation_estimate, check_training_fits
 from .models import MODELS, check_model_params, is_path_based, make_model, resolve_defaults
+from .mutation import resolve_emu_masks
 from ._utils import as_bool
 from ._utils import check_bool as _check_bool
 from ._utils import check_choice as _check_choice
@@ -216,7 +217,7 @@ class KGEmbedder(BaseEstimator):
 
     def __init__(self, model="distmult", dim=None, gamma=24.0, model_params=None, sampler="uniform", n_negatives=None,
                  neg_chunk_size=100, emu=False, alpha="auto", mutation_ratio="auto", uls=True,
-                 beta="auto", emu_normalize=True, emu_resample="auto", loss="ce",
+                 beta="auto", emu_normalize=True, emu_resample="auto", emu_masks="shared", loss="ce",
                  adversarial_temperature=1.0, regularizer=None, reg_weight=0.0, training="negative_sampling",
                  label_smoothing=0.0, reciprocal=False, dropout=0.0, lr_scheduler=None,
                  lr_scheduler_params=None, optimizer="adam",
@@ -238,6 +239,7 @@ class KGEmbedder(BaseEstimator):
         self.beta = beta
         self.emu_normalize = emu_normalize
         self.emu_resample = emu_resample
+        self.emu_masks = emu_masks
         self.loss = loss
         self.adversarial_temperature = adversarial_temperature
         self.regularizer = regularizer
@@ -327,6 +329,11 @@ class KGEmbedder(BaseEstimator):
             if self.emu and (self.training == "kvsall" or self.emu == "mixup" or self.loss == "bce"):
                 raise ValueError(f"emu={self.emu!r} is available with training='1vsall', loss='ce' and "
                                  f"emu in (True, 'ls_only'); got training={self.training!r}, loss={self.loss!r}.")
+            if resolve_emu_masks(self.emu_masks, self.emu) == "independent":
+                # a mask per (query, entity, coordinate) would be n_entities times a step's embeddings
+                raise ValueError(f"emu_masks='independent' is available with training='negative_sampling'; "
+                                 f"training={self.training!r} mutates every entity with one mask per entity, "
+                                 "so leave emu_masks='shared'.")
         elif self.label_smoothing:
             raise ValueError("The 'label_smoothing' parameter applies to training='1vsall' or 'kvsall'; "
                              "leave it at 0 with negative sampling.")

@@ -2,17 +2,26 @@
 
 Negatives arrive in the chunked layout of the trainer: ``C`` chunks of ``c``
 positives, each chunk sharing ``N`` negative embeddings (``c = 1`` is the
-reference's independent negatives). The trainer draws one mask per negative
-slot, shape ``(N, de)``, and the chunks of a step share it: every mutated
-negative still has its own independent Bernoulli coordinates, but negative
-``j`` of two chunks copies the same coordinates (the same trade as sharing
-negatives: correlated rows, unchanged expectation). Drawing ``(C, N, de)``
-masks cost more than the mutation itself on 2 CPU cores (1 ms a step for
-FB15k-237's shared negatives, 100 ms for per-positive ones). For bilinear models
-the mutated scores are then two matrix products instead of a ``(C, c, N, de)``
-tensor:
+reference's independent negatives). How the EMU masks are drawn is the
+``emu_masks`` parameter (:data:`EMU_MASKS`):
 
-    q . (m * z_pos + (1 - m) * z_neg) = (q * z_pos) . m + q . ((1 - m) * z_neg)
+* ``'shared'`` (the default): one mask per negative slot, shape ``(N, de)``,
+  shared by every chunk and every positive of a step, even with ``c = 1``.
+  Every mutated negative still has its own independent Bernoulli coordinates,
+  but negative ``j`` of two positives copies the same coordinates (the same
+  trade as sharing negatives: correlated rows, unchanged expectation). Drawing
+  per-positive masks costs more than the mutation itself on 2 CPU cores (1 ms a
+  step for FB15k-237's shared negatives, 100 ms for per-positive ones), and a
+  mask per slot lets the fast paths stay matrix products: for bilinear models
+
+      q . (m * z_pos + (1 - m) * z_neg) = (q * z_pos) . m + q . ((1 - m) * z_neg),
+
+  for per-positive ids the table-scored kernels (:func:`sampled_mutated_scores`),
+  for TransE, RotatE and HAKE their fused ``mutated_pairwise`` distances.
+* ``'independent'``: the reference's sampling (nec-research/EMU-KG draws a
+  ``(B, 1 + N, d)`` mask): one Bernoulli per positive, negative and coordinate,
+  a ``(C, c, N, de)`` mask. No fast path takes it, so the candidates are
+  materialised in cache-sized row blocks (:func:`materialised_scores`).
 
 ``mutation_ratio`` is the paper's ``n_P / d``: the probability that a
 coordinate is copied from the positive. The reference code's ``-if_EMU p`` is
@@ -22,6 +31,20 @@ coordinate is copied from the positive. The reference code's ``-if_EMU p`` is
 import torch
 
 from .models._base import blocked, rows, sampled_scores
+
+#: values of the ``emu_masks`` parameter: one mask per negative slot, or one per (positive, negative)
+EMU_MASKS = ("shared", "independent")
+
+
+def mutates(emu):
+    """Whether ``emu`` (the estimator's parameter) mutates negatives with coordinate masks."""
+    return bool(emu) and not (isinstance(emu, str) and emu in ("mixup", "ls_only"))
+
+
+def resolve_emu_masks(emu_masks, emu):
+    """``emu_masks`` as the trainer uses it: ``'shared'`` wherever no mask is drawn (``emu`` False,
+    ``'mixup'``, ``'ls_only'``), so that those keep their fast paths."""
+    return "independent" if emu_masks == "independent" and mutates(emu) else "shared"
 
 
 def emu_mask(shape, mutation_ratio, generator, device):
@@ -52,14 +75,15 @@ def mutate(pos, neg, mask):
     pos : Tensor of shape (C, c, de)
         Positive (true) embeddings of the corrupted side.
     neg : Tensor of shape (C, N, de)
-    mask : bool Tensor of shape (C, N, de), or (N, de) shared by the chunks
+    mask : bool Tensor of shape (C, c, N, de) (one per positive and negative), (C, N, de) or (N, de)
+        (shared by the positives of a chunk, and by the chunks)
 
     Returns
     -------
     Tensor of shape (C, c, N, de)
     """
-    mask = mask.expand(neg.shape)
-    return _towards(pos.unsqueeze(2), neg.unsqueeze(1), mask.to(neg.dtype).unsqueeze(1))
+    mask = mask if mask.dim() == 4 else mask.expand(neg.shape).unsqueeze(1)
+    return _towards(pos.unsqueeze(2), neg.unsqueeze(1), mask.to(neg.dtype))
 
 
 def _bilinear_mutated(q, pos, neg, mask):
@@ -71,12 +95,18 @@ def _bilinear_mutated(q, pos, neg, mask):
 def mutated_scores(model, q, pos, neg, mask, masked_distance=None):
     """Scores ``(C, c, N)`` of the queries against EMU-mutated negatives.
 
-    ``mask`` has shape ``(C, N, de)`` or ``(N, de)``. Models with a
-    ``mutated_pairwise`` (TransE, whose distance is a sum over coordinates;
-    RotatE and HAKE, whose fused distance never materialises the candidates)
-    use it, with ``masked_distance`` (:func:`~kgestimator.training.masked_distance_fn`)
-    when given; other distance models go through :func:`materialised_scores`.
+    ``mask`` has shape ``(C, N, de)`` or ``(N, de)`` (one per negative slot), or
+    ``(C, c, N, de)`` (one per positive and negative, ``emu_masks='independent'``).
+    Slot masks take the fast paths: models with a ``mutated_pairwise`` (TransE,
+    whose distance is a sum over coordinates; RotatE and HAKE, whose fused
+    distance never materialises the candidates) use it, with ``masked_distance``
+    (:func:`~kgestimator.training.masked_distance_fn`) when given; bilinear
+    models two matrix products; other distance models, and every per-positive
+    mask, go through :func:`materialised_scores`.
     """
+    if mask.dim() == 4:
+        # a mask per positive breaks the factorisations the fast paths rest on
+        return materialised_scores(model, q, pos, neg, mask)
     if hasattr(model, "mutated_pairwise"):
         return model.mutated_pairwise(q, pos, neg, mask, masked_distance)
     if model.bilinear:
@@ -88,14 +118,21 @@ def materialised_scores(model, q, pos, neg, mask):
     """``model.match`` of the queries against mutated candidates materialised in cache-sized row blocks.
 
     The reference form of :func:`mutated_scores` for distance models (the tests
-    hold the fused RotatE/HAKE distance to it).
+    hold the fused RotatE/HAKE distance to it), and the only form that takes a
+    per-positive mask ``(C, c, N, de)``, which is then cut into row blocks with
+    the queries and positives; a slot mask ``(C, N, de)`` or ``(N, de)`` goes with
+    the chunk's negatives.
     """
-    mask = mask.expand(neg.shape)
+    if mask.dim() == 4:
+        def per_positive(q, pos, mask, neg):
+            return model.match(q.unsqueeze(2), mutate(pos, neg, mask))
 
-    def score(q, pos, neg, mask):
+        return blocked(per_positive, q, neg, per_row=(pos, mask), per_chunk=(neg,))
+
+    def per_slot(q, pos, neg, mask):
         return model.match(q.unsqueeze(2), mutate(pos, neg, mask))
 
-    return blocked(score, q, neg, per_row=(pos,), per_chunk=(neg, mask))
+    return blocked(per_slot, q, neg, per_row=(pos,), per_chunk=(neg, mask.expand(neg.shape)))
 
 
 def mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam):
@@ -112,11 +149,14 @@ def mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam):
 
 
 def emu_scores(mode, model, q, pos, neg, neg_scores, pos_scores, mutation_ratio, generator, pairwise,
-               masked_distance=None):
+               masked_distance=None, masks="shared"):
     """Scores ``(C, c, N)`` of the EMU term's negatives in the chunked layout, for ``emu=mode``.
 
     ``neg_scores`` are the scores of ``neg`` when already computed (unmutated
     negatives), else None; ``pairwise`` scores queries against shared candidates.
+    ``masks`` (:data:`EMU_MASKS`): ``'shared'`` draws one ``(N, de)`` mask for the
+    step, ``'independent'`` one ``(C, c, N, de)`` mask, a Bernoulli per positive,
+    negative and coordinate.
     """
     if mode == "mixup":
         if neg_scores is None and model.bilinear:
@@ -125,7 +165,8 @@ def emu_scores(mode, model, q, pos, neg, neg_scores, pos_scores, mutation_ratio,
         return mixup_scores(model, q, pos, neg, neg_scores, pos_scores, lam)
     if mode == "ls_only":
         return neg_scores if neg_scores is not None else pairwise(q, neg)
-    mask = emu_mask(neg.shape[1:], mutation_ratio, generator, neg.device)
+    shape = neg.shape[1:] if masks == "shared" else (*q.shape[:2], *neg.shape[1:])
+    mask = emu_mask(shape, mutation_ratio, generator, neg.device)
     return mutated_scores(model, q, pos, neg, mask, masked_distance)
 
 

@@ -31,7 +31,7 @@ from .losses import regularization, training_loss
 from .models import MODELS, EmbeddingModel, is_path_based, resolve_defaults
 from .models._base import sampled_scores
 from .models.transe import masked_l1
-from .mutation import emu_scores, sampled_emu_scores
+from .mutation import emu_scores, resolve_emu_masks, sampled_emu_scores
 from .samplers import generate, n_generated, resolve_emu_resample, with_generated
 from .schedules import LRSchedule
 
@@ -61,6 +61,7 @@ class TrainConfig:
     beta: float
     emu_normalize: bool
     emu_resample: bool
+    emu_masks: str               # 'independent' only where masks are drawn (mutation.resolve_emu_masks)
     regularizer: str | None
     reg_weight: float
     early_stopping: bool
@@ -92,7 +93,8 @@ def make_config(params, emu_params, n_train, device):
     # None sizes take the model's defaults; emu_resample='auto' follows the sampler
     params = {**params, **resolve_defaults(params["model"], dim=params["dim"], batch_size=params["batch_size"],
                                            n_negatives=params["n_negatives"]),
-              "emu_resample": resolve_emu_resample(params["emu_resample"], params["sampler"])}
+              "emu_resample": resolve_emu_resample(params["emu_resample"], params["sampler"]),
+              "emu_masks": resolve_emu_masks(params["emu_masks"], params["emu"])}
     compile_ = resolve_compile(params["compile"], params["model"], n_train, device)
     values = {"compile": bool(compile_ and not is_path_based(MODELS[params["model"]])),
               "mixed_precision": resolve_mixed_precision(params["mixed_precision"], device), **emu_params}
@@ -328,8 +330,9 @@ def _draw(model, sampler, cfg, triples, side, generator):
     emu_ids = sampler.sample(flat, side, C, n_ids, generator) if cfg.emu and cfg.emu_resample else None
     full_table = _scores_full_table(model, C, c)
     # per-positive ids: the EMU term scores them from the table too (mutation.sampled_emu_scores),
-    # except under entity dropout, whose looked-up rows draw their own masks
-    emu_table = bool(cfg.emu) and full_table and not model.entity_dropout
+    # except under entity dropout, whose looked-up rows draw their own masks, and with per-positive
+    # EMU masks, which the table kernels do not take
+    emu_table = bool(cfg.emu) and full_table and not model.entity_dropout and cfg.emu_masks == "shared"
     wanted = [batch[..., anchor_col], batch[..., target_col]]
     if not full_table:
         wanted.append(neg_ids)
@@ -380,7 +383,7 @@ def group_logits(model, pairwise, sampler, cfg, triples, side, generator, masked
         else:
             neg = with_generated(d.cands.pop(0) if d.cands else neg, fake)
             emu = emu_scores(cfg.emu, model, q, pos, neg, neg_scores, pos_scores, cfg.mutation_ratio, generator,
-                             pairwise, masked_distance)
+                             pairwise, masked_distance, cfg.emu_masks)
         emu_logits = _logits(pos_scores, emu, cfg.n_negatives)
     factors = None
     if cfg.regularizer == "n3":

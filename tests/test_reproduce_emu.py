@@ -37,6 +37,13 @@ def test_methods_map_to_the_paper_settings():
         ("san", 1e-3, 0.05, True)
     assert reproduce_emu.estimator_params({**c, "method": "no_uls"})["uls"] is False
     assert reproduce_emu.estimator_params({**c, "method": "no_mut"})["emu"] == "ls_only"
+    # the reference's exact sampling: the named method's settings, negatives and masks per positive
+    for method in ("uni_emu", "san_emu", "uni_emu_t12", "uni_emu_script"):
+        ref = reproduce_emu.estimator_params({**c, "method": f"{method}_ref"})
+        assert (ref.pop("neg_chunk_size"), ref.pop("emu_masks")) == (1, "independent")
+        assert ref == reproduce_emu.estimator_params({**c, "method": method})
+    assert all("emu_masks" not in p and "neg_chunk_size" not in p
+               for name, p in reproduce_emu.METHODS.items() if not name.endswith("_ref"))
     # every method builds an estimator that accepts its parameters
     from kgestimator import KGEmbedder
 

@@ -45,7 +45,10 @@ def blocked(fn, q, shared, per_row=(), per_chunk=()):
     ``fn(q_block, *per_row_blocks, *per_chunk_blocks)`` sees ``(1, rows, ...)``
     slices of ``q`` and ``per_row`` tensors and the ``(1, N, ...)`` slice of the
     ``per_chunk`` tensors; ``shared`` is the ``(C, N, de)`` candidate tensor that
-    sets the block size.
+    sets the block size. The blocks are ``split`` views: the backward pass of a
+    split concatenates the blocks' gradients once, where each sliced block's
+    would write a zero tensor of the whole input (50 blocks of FB15k-237's
+    per-positive EMU candidates spent 80% of a step filling zeros).
     """
     C, c = q.shape[0], q.shape[1]
     rows = max(1, BLOCK_ELEMENTS // max(1, shared.shape[1] * shared.shape[2]))
@@ -54,13 +57,13 @@ def blocked(fn, q, shared, per_row=(), per_chunk=()):
     if rows >= c:
         # many small chunks (independent negatives, c = 1): blocks of whole chunks
         k = rows // c
-        return torch.cat([fn(q[i:i + k], *[t[i:i + k] for t in per_row], *[t[i:i + k] for t in per_chunk])
-                          for i in range(0, C, k)], 0)
+        blocks = zip(*[t.split(k, 0) for t in (q, *per_row, *per_chunk)])
+        return torch.cat([fn(*args) for args in blocks], 0)
+    n_rows = 1 + len(per_row)
     out = []
-    for i in range(C):
-        chunk_args = [t[i:i + 1] for t in per_chunk]
-        parts = [fn(q[i:i + 1, j:j + rows], *[t[i:i + 1, j:j + rows] for t in per_row], *chunk_args)
-                 for j in range(0, c, rows)]
+    for chunk in zip(*[t.split(1, 0) for t in (q, *per_row, *per_chunk)]):
+        chunk_args = chunk[n_rows:]
+        parts = [fn(*args, *chunk_args) for args in zip(*[t.split(rows, 1) for t in chunk[:n_rows]])]
         out.append(torch.cat(parts, 1) if len(parts) > 1 else parts[0])
     return torch.cat(out, 0) if len(out) > 1 else out[0]
 
