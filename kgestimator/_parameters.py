@@ -273,7 +273,9 @@ PARAMETERS = {
         "EMU step about 20x faster than eager (one core), and TransE's EMU steps several times faster.",
         "``'auto'`` compiles when the training set has at least 50,000 triples, where the compile pays for "
         "itself within an epoch; without a working compiler it falls back to eager code with a warning. "
-        "Bilinear models (matrix products) and NBFNet are never compiled."),
+        "NBFNet's message passing runs in a fused C kernel under ``True`` and ``'auto'`` (any graph size; "
+        "about 14x the blocked PyTorch path's step on kinship), and in the blocked path under ``False``. "
+        "Bilinear models (matrix products) are never compiled."),
     "sparse": Parameter(
         "bool", ("boolean",),
         "Row-wise updates: embedding lookups produce sparse gradients and only the rows a batch touches are "

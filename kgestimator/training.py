@@ -86,15 +86,18 @@ def make_config(params, emu_params, n_train, device):
 
     ``emu_params`` holds the resolved ``alpha``, ``mutation_ratio`` and ``beta``;
     ``compile='auto'`` compiles from :data:`COMPILE_MIN_TRIPLES` training
-    triples on (never for path-based models) and ``mixed_precision`` is
+    triples on (always for path-based models: NBFNet's fused message kernel)
+    and ``mixed_precision`` is
     resolved for ``device``. Float and bool settings are cast to their type.
     """
     # None sizes take the model's defaults; emu_resample='auto' follows the sampler
     params = {**params, **resolve_defaults(params["model"], dim=params["dim"], batch_size=params["batch_size"],
                                            n_negatives=params["n_negatives"]),
               "emu_resample": resolve_emu_resample(params["emu_resample"], params["sampler"])}
-    compile_ = params["compile"] if params["compile"] != "auto" else n_train >= COMPILE_MIN_TRIPLES
-    values = {"compile": bool(compile_ and not is_path_based(MODELS[params["model"]])),
+    path_based = is_path_based(MODELS[params["model"]])
+    # NBFNet's fused message kernel pays from the first step, whatever the graph's size
+    compile_ = params["compile"] if params["compile"] != "auto" else path_based or n_train >= COMPILE_MIN_TRIPLES
+    values = {"compile": bool(compile_),
               "mixed_precision": resolve_mixed_precision(params["mixed_precision"], device), **emu_params}
     for f in fields(TrainConfig):
         if f.name not in _RESOLVED:
@@ -576,6 +579,8 @@ def _step_parts(model, triples, sampler, cfg):
     """``(known, pairwise, masked_distance, lcwa)``: what the step function of the model needs."""
     if not is_path_based(model):
         model.sparse = cfg.sparse
+    else:
+        model.native_messages = cfg.compile
     if cfg.training != "negative_sampling":
         return None, None, None, LCWAStep(model, triples, cfg)
     if is_path_based(model):
