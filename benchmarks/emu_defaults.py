@@ -10,6 +10,14 @@ skipped, so an interrupted command resumes::
     python benchmarks/emu_defaults.py run                        # tuning graphs, 3 seeds
     python benchmarks/emu_defaults.py run --datasets kg-unseen   # the held-out check, once settled
     python benchmarks/emu_defaults.py report
+    python benchmarks/emu_defaults.py run --config demo          # the demo's per-model configuration
+    python benchmarks/emu_defaults.py run --config n_negatives=64,dim=64   # one factor at a time
+
+``--config`` names the configuration every other parameter takes: ``default`` (the
+library's defaults), ``demo`` (``kgestimator.cli.DEMO_CONFIGS``, the demo's smaller
+models: d=32-64, 32-64 negatives, batch 500) or ``key=value`` overrides of the
+defaults; its cells are kept apart (``__<config>`` in the file name), so a rule for
+``'auto'`` can be checked across configurations.
 
 Datasets: ``nations`` and ``kinship`` (../shared/datasets), ``kg-tune`` (the
 demo's ``make_kg(random_state=0)``) and ``kg-unseen``, a generated graph of
@@ -39,6 +47,9 @@ SETTINGS = {
     "scripts": {"emu": True, "alpha": 0.11, "mutation_ratio": 0.61, "beta": 0.53},
     "table12": {"emu": True, "alpha": 0.11, "mutation_ratio": 0.086, "beta": 0.53},
     "auto": {"emu": True},
+    # the scripts' mutation and label with more weight on the plain negatives' loss (TransE probes)
+    "scripts_a05": {"emu": True, "alpha": 0.5, "mutation_ratio": 0.61, "beta": 0.53},
+    "scripts_a1": {"emu": True, "alpha": 1.0, "mutation_ratio": 0.61, "beta": 0.53},
 }
 
 
@@ -64,22 +75,40 @@ def load(name):
     return kg.train, kg.valid, kg.test
 
 
-def cell_path(dataset, model, setting, seed):
-    return os.path.join(RESULTS, f"{dataset}__{model}__{setting}__seed{seed}.json")
+def cell_path(dataset, model, setting, seed, config="default"):
+    suffix = "" if config == "default" else f"__{config.replace('=', '-').replace(',', '_')}"
+    return os.path.join(RESULTS, f"{dataset}__{model}__{setting}__seed{seed}{suffix}.json")
 
 
-def run_cell(dataset, model, setting, seed, data):
+def config_params(model, config):
+    """The non-EMU parameters of ``config`` for ``model`` (see the module docstring)."""
+    from kgestimator.cli import DEMO_CONFIGS
+
+    if config == "default":
+        return {}
+    if config == "demo":
+        return dict(DEMO_CONFIGS[model])
+    out = {}
+    for item in config.split(","):
+        key, value = item.split("=")
+        out[key] = float(value) if "." in value or "e" in value else int(value)
+    return out
+
+
+def run_cell(dataset, model, setting, seed, data, config="default"):
     from kgestimator import KGEmbedder
 
     train, valid, test = data
-    est = KGEmbedder(model=model, random_state=seed, n_threads=1, **setting_params(model, setting))
+    est = KGEmbedder(model=model, random_state=seed, n_threads=1, **config_params(model, config),
+                     **setting_params(model, setting))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         est.fit(train, valid=valid)
         seconds = time.perf_counter() - t0
         m = est.evaluate(test, filter_triples=valid)
-    return {"dataset": dataset, "model": model, "setting": setting, "seed": seed,
+    return {"dataset": dataset, "model": model, "setting": setting, "seed": seed, "config": config,
+            "config_params": config_params(model, config),
             "params": {k: v for k, v in est.get_params().items() if k in SETTINGS["scripts"]},
             "emu_params": est.emu_params_ if est.emu else None, "fit_seconds": seconds,
             "test": {k: m[k] for k in ("mrr", "hits@1", "hits@10")},
@@ -107,35 +136,37 @@ def run(args):
                 earlier = list(SETTINGS)[:list(SETTINGS).index(setting)]
                 twin = next((s for s in earlier if concrete(model, s) == concrete(model, setting)), None)
                 for seed in args.seeds:
-                    path = cell_path(dataset, model, setting, seed)
+                    path = cell_path(dataset, model, setting, seed, args.config)
                     if os.path.exists(path):
                         continue
                     if twin is not None:
-                        if not os.path.exists(cell_path(dataset, model, twin, seed)):
+                        twin_path = cell_path(dataset, model, twin, seed, args.config)
+                        if not os.path.exists(twin_path):
                             continue  # runs when its twin has (same command, later)
-                        record = dict(json.load(open(cell_path(dataset, model, twin, seed))), setting=setting,
-                                      same_as=twin)
+                        record = dict(json.load(open(twin_path)), setting=setting, same_as=twin)
                         write_json(path, record)
                         continue
                     data = data or load(dataset)
-                    record = run_cell(dataset, model, setting, seed, data)
+                    record = run_cell(dataset, model, setting, seed, data, args.config)
                     write_json(path, record)
-                    print(f"{dataset} {model} {setting} seed {seed}: test MRR {record['test']['mrr']:.4f} "
+                    print(f"{dataset} {model} {setting} seed {seed} ({args.config}): test MRR {record['test']['mrr']:.4f} "
                           f"({record['fit_seconds']:.0f} s)", flush=True)
 
 
-def _cells():
+def _cells(config="default"):
     out = {}
     for f in glob.glob(os.path.join(RESULTS, "*.json")):
         r = json.load(open(f))
-        out.setdefault((r["dataset"], r["model"], r["setting"]), []).append(r["test"]["mrr"])
+        if r.get("config", "default") == config:
+            out.setdefault((r["dataset"], r["model"], r["setting"]), []).append(r["test"]["mrr"])
     return out
 
 
 def report(args):
     import numpy as np
 
-    cells = _cells()
+    cells = _cells(args.config)
+    print(f"configuration: {args.config}")
     datasets = sorted({k[0] for k in cells})
     settings = [s for s in SETTINGS if any(k[2] == s for k in cells)]
     print("| dataset | model | " + " | ".join(settings) + " |")
@@ -160,6 +191,7 @@ def main():
     p.add_argument("--settings", default="off,table5,scripts,table12")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--results", default=RESULTS)
+    p.add_argument("--config", default="default", help="default, demo, or key=value overrides, comma-separated")
     args = p.parse_args()
     RESULTS = os.path.abspath(args.results)
     args.datasets, args.models = args.datasets.split(","), args.models.split(",")

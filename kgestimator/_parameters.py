@@ -271,10 +271,11 @@ PARAMETERS = {
         "few seconds, once per machine), and with ``torch.compile`` TransE's EMU scoring and all-entity "
         "ranking (seconds to tens of seconds, per shape): on FB15k-237 a RotatE step about 10x, a RotatE "
         "EMU step about 20x faster than eager (one core), and TransE's EMU steps several times faster.",
-        "``'auto'`` compiles when the training set has at least 50,000 triples, where the compile pays for "
-        "itself within an epoch; without a working compiler it falls back to eager code with a warning. "
-        "NBFNet's message passing runs in a fused C kernel under ``True`` and ``'auto'`` (any graph size; "
-        "about 14x the blocked PyTorch path's step on kinship), and in the blocked path under ``False``. "
+        "``'auto'`` builds RotatE's and HAKE's C kernels on the CPU whatever the graph's size (once per "
+        "machine, cached), and uses ``torch.compile`` when the training set has at least 50,000 triples, where "
+        "it pays for itself within an epoch; without a working compiler it falls back to eager code with a "
+        "warning. NBFNet's message passing runs in a fused C kernel under ``True`` and ``'auto'`` (on the CPU, "
+        "any graph size), and in the blocked PyTorch path under ``False``. "
         "Bilinear models (matrix products) are never compiled."),
     "sparse": Parameter(
         "bool", ("boolean",),

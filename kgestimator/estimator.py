@@ -41,7 +41,7 @@ from .samplers import UniformSampler, make_sampler, n_generated
 from .schedules import check_schedule
 from ._threads import fit_threads, torch_threads
 from .model_selection import train_test_split_triples
-from .training import (COMPILE_MIN_TRIPLES, NonFiniteLossError, TrainingInterrupted, check_generated, make_config,
+from .training import (NonFiniteLossError, TrainingInterrupted, check_generated, make_config, resolve_compile,
                        train)
 
 #: The EMU paper's settings, per model, as (alpha, keep flag as printed under "n_P/d", beta): Table 5
@@ -1025,10 +1025,9 @@ class KGEmbedder(BaseEstimator):
         return self._evaluation_cache().get("labels", key, lambda: self._encode(labels, 3, name=name)[:2])
 
     def _compile_scoring(self):
-        """Whether ranking and top-k scoring use the compiled kernels (``compile``; NBFNet: from any size)."""
-        if isinstance(self.compile, str) and self.compile == "auto":
-            return is_path_based(self.model_) or self._known_ids.shape[0] >= COMPILE_MIN_TRIPLES
-        return as_bool(self.compile) is True
+        """Whether ranking and top-k scoring use the compiled kernels (``compile``; NBFNet's message passing too)."""
+        device = next(self.model_.parameters()).device
+        return as_bool(resolve_compile(self.compile, self.model, self._known_ids.shape[0], device)) is True
 
     def score(self, X, y=None):
         """Filtered MRR over both directions (higher is better); see :meth:`evaluate`."""

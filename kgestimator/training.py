@@ -85,18 +85,15 @@ def make_config(params, emu_params, n_train, device):
     """The :class:`TrainConfig` of the estimator parameters ``params`` (``get_params(deep=False)``).
 
     ``emu_params`` holds the resolved ``alpha``, ``mutation_ratio`` and ``beta``;
-    ``compile='auto'`` compiles from :data:`COMPILE_MIN_TRIPLES` training
-    triples on (always for path-based models: NBFNet's fused message kernel)
-    and ``mixed_precision`` is
+    ``compile='auto'`` is resolved by :func:`resolve_compile` (for NBFNet:
+    its fused message kernel) and ``mixed_precision`` is
     resolved for ``device``. Float and bool settings are cast to their type.
     """
     # None sizes take the model's defaults; emu_resample='auto' follows the sampler
     params = {**params, **resolve_defaults(params["model"], dim=params["dim"], batch_size=params["batch_size"],
                                            n_negatives=params["n_negatives"]),
               "emu_resample": resolve_emu_resample(params["emu_resample"], params["sampler"])}
-    path_based = is_path_based(MODELS[params["model"]])
-    # NBFNet's fused message kernel pays from the first step, whatever the graph's size
-    compile_ = params["compile"] if params["compile"] != "auto" else path_based or n_train >= COMPILE_MIN_TRIPLES
+    compile_ = resolve_compile(params["compile"], params["model"], n_train, device)
     values = {"compile": bool(compile_),
               "mixed_precision": resolve_mixed_precision(params["mixed_precision"], device), **emu_params}
     for f in fields(TrainConfig):
@@ -152,6 +149,24 @@ def _chunk_rows(rows, chunk):
     if n_chunks * c != n:
         rows = rows[torch.arange(n_chunks * c, device=rows.device) % n]
     return rows.view(n_chunks, c)
+
+
+def resolve_compile(value, model, n_train, device):
+    """What ``compile=value`` means for a fit of ``model`` (a name) on ``n_train`` triples on ``device``.
+
+    ``'auto'`` is on for RotatE and HAKE on the CPU whatever the graph's size: there
+    ``compile`` builds only the C distance kernels, once per machine (cached, a few
+    seconds), and the eager distance they replace is 10-20x slower on a small graph as
+    on a large one. The same holds for NBFNet's C message-passing kernel (``_nbf``). Elsewhere (``torch.compile``, seconds to tens of seconds per shape)
+    it is on from :data:`COMPILE_MIN_TRIPLES` training triples, where that pays off
+    within an epoch.
+    """
+    if not (isinstance(value, str) and value == "auto"):
+        return value
+    native = getattr(MODELS[model], "native_scoring", False) or is_path_based(MODELS[model])
+    if native and torch.device(device).type == "cpu":
+        return True
+    return n_train >= COMPILE_MIN_TRIPLES
 
 
 def pairwise_fn(model, compile=False):

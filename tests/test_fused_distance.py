@@ -200,3 +200,32 @@ def test_native_training_is_reproducible_and_matches_eager(kg, name):
     torch.testing.assert_close(first.model_.entity, second.model_.entity, rtol=0, atol=0)
     assert [h["loss"] for h in first.history_] == [h["loss"] for h in second.history_]
     assert first.history_[0]["loss"] == pytest.approx(eager.history_[0]["loss"], rel=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_auto_compile_uses_the_c_kernels_on_a_small_graph(kg, name, monkeypatch):
+    # the kernels are built once per machine, so 'auto' needs no size threshold for them
+    _native_or_skip()
+    calls = []
+    forward = _native.forward
+    monkeypatch.setattr(_native, "forward", lambda *a, **k: calls.append(1) or forward(*a, **k))
+    common = dict(model=name, emu=True, dim=8, n_negatives=8, batch_size=256, max_steps=2, random_state=0)
+    auto = KGEmbedder(**common).fit(kg.train)
+    assert kg.train.shape[0] < 50_000 and calls
+    calls.clear()
+    auto.evaluate(kg.test[:20])
+    assert calls, "ranking after an 'auto' fit scores through the kernels too"
+    calls.clear()
+    KGEmbedder(**common, compile=False).fit(kg.train)
+    assert not calls
+
+
+def test_auto_compile_keeps_the_size_threshold_for_torch_compile():
+    from kgestimator.training import COMPILE_MIN_TRIPLES, resolve_compile
+
+    assert resolve_compile("auto", "transe", COMPILE_MIN_TRIPLES - 1, "cpu") is False
+    assert resolve_compile("auto", "transe", COMPILE_MIN_TRIPLES, "cpu") is True
+    assert resolve_compile("auto", "rotate", 10, "cpu") is True
+    # off the CPU RotatE's compile means torch.compile: the threshold again
+    assert resolve_compile("auto", "rotate", 10, "meta") is False
+    assert resolve_compile(False, "hake", 10 ** 7, "cpu") is False
