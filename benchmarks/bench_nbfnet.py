@@ -94,7 +94,7 @@ def _kernel_step(model, batch, n_negatives, temperature, native, optimizer, gene
     loss = binary_cross_entropy(logits, temperature)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def kernel_step_times(args):

@@ -214,3 +214,11 @@ def test_without_a_compiler_nbfnet_keeps_the_blocked_path(small_kg, monkeypatch)
     eager = KGEmbedder(**NBF, compile=False).fit(small_kg.train)
     assert [h["loss"] for h in fallback.history_] == [h["loss"] for h in eager.history_]
     assert np.isfinite(fallback.evaluate(small_kg.test[:20])["mrr"])
+
+
+def test_compile_auto_turns_the_kernel_on_for_nbfnet_on_the_cpu():
+    from kgestimator.training import resolve_compile
+
+    assert resolve_compile("auto", "nbfnet", 10, "cpu") is True  # any graph size: nothing to amortise
+    assert resolve_compile("auto", "nbfnet", 10, "meta") is False  # the kernel is CPU-only
+    assert resolve_compile(False, "nbfnet", 10 ** 7, "cpu") is False
