@@ -12,6 +12,16 @@ test set can be a seeded random subset (``--test-subset``); both are recorded.
         --batch-size 4 --max-steps 3 --test-subset 0 --methods uniform
 
 Prints one line per run and writes ``benchmarks/results/nbfnet_<dataset>.json``.
+
+``--kernel`` compares the message passing paths instead (issue 21): the step
+time of the reference configuration (6 PNA layers, dim 32, batch 32, DistMult
+messages, shared relation vectors, the batch's edges hidden, 32 negatives,
+BCE, Adam) on kinship and WN18RR through the blocked PyTorch path and the
+fused C kernel, alternating in one process, CPU time, one thread; then the
+2-epoch kinship test MRR of each path (same seed, each fit in its own
+process). Writes ``benchmarks/results/nbfnet_kernel.json``.
+
+    python benchmarks/bench_nbfnet.py --kernel
 """
 
 import argparse
@@ -20,6 +30,8 @@ import math
 import os
 import sys
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, peak_rss_mb, run_child, write_json  # noqa: E402
@@ -67,6 +79,114 @@ def run_one(args, emu):
     return result
 
 
+def _kernel_step(model, batch, n_negatives, temperature, native, optimizer, generator):
+    """One reference training step on ``batch`` (B, 3) positives, tail queries (the step's costs, not its sampling)."""
+    import torch
+
+    from kgestimator.losses import binary_cross_entropy
+
+    anchor, rel, target = batch.unbind(1)
+    neg = torch.randint(model.n_entities, (batch.shape[0], n_negatives), generator=generator)
+    cand = torch.cat([target.unsqueeze(1), neg], 1)
+    optimizer.zero_grad()
+    nodes, query = model.propagate(anchor, rel, model.training_edges(batch), native=native)
+    logits = model.score_nodes(nodes[torch.arange(batch.shape[0]).unsqueeze(1), cand], query)
+    loss = binary_cross_entropy(logits, temperature)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def kernel_step_times(args):
+    """``{dataset: {blocked, fused: {median, min, max, runs}, ratio}}``: CPU seconds a step, paths alternating."""
+    import statistics
+
+    import torch
+
+    from kgestimator import load_dataset
+    from kgestimator.models import NBFNet, _native
+    from kgestimator.models.nbfnet import REFERENCE_PARAMS
+
+    torch.set_num_threads(1)
+    if _native.library("nbf") is None:
+        raise SystemExit(f"the NBFNet kernels cannot be built here: {_native.error('nbf')}")
+    out = {}
+    ref = REFERENCE_PARAMS["wn18rr"]
+    for dataset in args.kernel_datasets.split(","):
+        path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", dataset)
+        data = load_dataset(path if os.path.isdir(path) else dataset)
+        ids, ent, rel = _encode(data.train)
+        model = NBFNet(len(ent), len(rel), ref["dim"], generator=torch.Generator().manual_seed(0),
+                       **{k: v for k, v in ref["model_params"].items() if k != "remove_one_hop"}).set_graph(ids)
+        optimizer = torch.optim.Adam(model.parameters(), lr=ref["learning_rate"])
+        gen = torch.Generator().manual_seed(args.seed)
+        times = {"blocked": [], "fused": []}
+        for r in range(args.kernel_repeats + 1):  # the first round warms up (kernel build, allocator)
+            order = ("blocked", "fused") if r % 2 == 0 else ("fused", "blocked")
+            for name in order:
+                batch = ids[torch.randint(ids.shape[0], (ref["batch_size"],), generator=gen)]
+                t0 = time.process_time()
+                _kernel_step(model, batch, ref["n_negatives"], ref["adversarial_temperature"], name == "fused", optimizer,
+                             gen)
+                if r:
+                    times[name].append(time.process_time() - t0)
+        spread = {k: {"median": statistics.median(t), "min": min(t), "max": max(t), "runs": t}
+                  for k, t in times.items()}
+        out[dataset] = {**spread, "blocked_over_fused": spread["blocked"]["median"] / spread["fused"]["median"],
+                        "n_entities": model.n_entities, "n_edges": model.n_edges, "batch": ref["batch_size"]}
+        print(f"{dataset:<8} blocked {spread['blocked']['median']:.3f} s/step  fused {spread['fused']['median']:.3f} "
+              f"s/step  ratio {out[dataset]['blocked_over_fused']:.1f}x  (CPU time, 1 thread, "
+              f"{args.kernel_repeats} steps each)", flush=True)
+    return out
+
+
+def _encode(triples):
+    import torch
+
+    triples = np.asarray(triples)
+    ent = {e: i for i, e in enumerate(sorted(set(triples[:, 0]) | set(triples[:, 2])))}
+    rel = {r: i for i, r in enumerate(sorted(set(triples[:, 1])))}
+    ids = torch.tensor([[ent[h], rel[r], ent[t]] for h, r, t in triples], dtype=torch.long)
+    return ids, ent, rel
+
+
+def kernel_quality(args, compile_):
+    """The 2-epoch kinship fit of the reference configuration through one path: test MRR, loss, time."""
+    import torch
+
+    from kgestimator import KGEmbedder, load_dataset
+    from kgestimator.models.nbfnet import REFERENCE_PARAMS
+
+    torch.set_num_threads(1)
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "kinship")
+    data = load_dataset(path if os.path.isdir(path) else "kinship")
+    params = {**REFERENCE_PARAMS["wn18rr"], "n_epochs": 2, "max_steps": args.kernel_quality_steps, "compile": compile_,
+              "random_state": args.seed}
+    t0 = time.process_time()
+    est = KGEmbedder(**params).fit(data.train)
+    fit_cpu = time.process_time() - t0
+    m = est.evaluate(data.test, filter_triples=data.valid)
+    return {"compile": compile_, "path": "fused" if compile_ else "blocked", "fit_cpu_seconds": fit_cpu,
+            "steps": est.history_[-1]["step"],
+            "losses": [h["loss"] for h in est.history_], "test": {k: m[k] for k in ("mrr", "hits@1", "hits@10")}}
+
+
+def kernel_main(args):
+    print("NBFNet message passing, blocked PyTorch path vs fused C kernel: reference config "
+          "(6 PNA layers, dim 32, batch 32, 32 negatives), CPU time, 1 thread", flush=True)
+    steps = kernel_step_times(args)
+    quality = []
+    if args.kernel_quality:
+        for compile_ in ("False", "True"):
+            res = run_child(__file__, "--kernel-run", compile_)
+            if res is not None:
+                quality.append(res)
+                print(f"kinship, {res['steps']} steps, {res['path']:<7}: test MRR {res['test']['mrr']:.4f}  "
+                      f"H@10 {res['test']['hits@10']:.4f}  fit {res['fit_cpu_seconds']:.0f} CPU s", flush=True)
+    out = args.output or os.path.join(os.path.dirname(__file__), "results", "nbfnet_kernel.json")
+    write_json(out, {"machine": machine(), "note": args.note, "step_times": steps, "kinship_2_epochs": quality})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="nations")
@@ -91,7 +211,20 @@ def main():
     p.add_argument("--note", default="timings measured under contention (2 shared cores)",
                    help="recorded in the JSON (e.g. how the machine was shared, nice level)")
     p.add_argument("--run", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--kernel", action="store_true", help="blocked path vs fused kernel (module docstring)")
+    p.add_argument("--kernel-datasets", default="kinship,WN18RR")
+    p.add_argument("--kernel-repeats", type=int, default=3, help="timed steps per path and dataset")
+    p.add_argument("--kernel-quality", type=int, default=1, help="1: also the 2-epoch kinship MRR of each path")
+    p.add_argument("--kernel-quality-steps", type=int, default=None,
+                   help="stop the quality fits after this many steps (default: the 2 epochs)")
+    p.add_argument("--kernel-run", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.kernel_run is not None:
+        print(json.dumps(kernel_quality(args, args.kernel_run == "True")))
+        return
+    if args.kernel:
+        kernel_main(args)
+        return
     args.dataset_name = os.path.basename(os.path.normpath(args.dataset))
     if not os.path.isdir(args.dataset):
         args.dataset = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", args.dataset)

@@ -287,8 +287,9 @@ PARAMETERS = {
         "``'auto'`` builds RotatE's and HAKE's C kernels on the CPU whatever the graph's size (once per "
         "machine, cached), and uses ``torch.compile`` when the training set has at least 50,000 triples, where "
         "it pays for itself within an epoch; without a working compiler it falls back to eager code with a "
-        "warning. "
-        "Bilinear models (matrix products) and NBFNet are never compiled."),
+        "warning. NBFNet's message passing runs in a fused C kernel under ``True`` and ``'auto'`` (on the CPU, "
+        "any graph size), and in the blocked PyTorch path under ``False``. "
+        "Bilinear models (matrix products) are never compiled."),
     "sparse": Parameter(
         "bool", ("boolean",),
         "Row-wise updates: embedding lookups produce sparse gradients and only the rows a batch touches are "

@@ -363,7 +363,6 @@ class KGEmbedder(BaseEstimator):
                              "'bernoulli' (which only choose the corrupted side).")
         for name, bad, why in (("sparse", as_bool(self.sparse) is True, "it has no embedding tables"),
                                ("regularizer", self.regularizer is not None, "N3/L3 penalise embedding tables"),
-                               ("compile", as_bool(self.compile) is True, "only RotatE/HAKE scoring is compiled"),
                                ("distributed", as_bool(self.distributed) is True,
                                 "its strict negatives need every training triple on every rank")):
             if bad:
@@ -1039,7 +1038,7 @@ class KGEmbedder(BaseEstimator):
         return self._evaluation_cache().get("labels", key, lambda: self._encode(labels, 3, name=name)[:2])
 
     def _compile_scoring(self):
-        """Whether ranking and top-k scoring use the compiled distance-model kernel (``compile``)."""
+        """Whether ranking and top-k scoring use the compiled kernels (``compile``; NBFNet's message passing too)."""
         device = next(self.model_.parameters()).device
         return as_bool(resolve_compile(self.compile, self.model, self._known_ids.shape[0], device)) is True
 

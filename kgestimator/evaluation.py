@@ -63,10 +63,11 @@ def score_all(model, anchor, rel, side, compile=False):
     their fused distance (C kernels with ``compile``, on CPU). Other distance
     models score ``(rows, entities, d)`` blocks of about ``EVAL_BLOCK`` elements,
     or, with ``compile``, through one compiled kernel (:func:`_compiled_scorer`).
-    Path-based models (NBFNet) score all entities of a query with one propagation.
+    Path-based models (NBFNet) score all entities of a query with one propagation
+    (its messages aggregated in a fused C kernel with ``compile``).
     """
     if is_path_based(model):
-        return model.score_all(anchor, rel, side)
+        return model.score_all(anchor, rel, side, native=compile)
     ent = model.entity
     q = model.oriented_query(model.entities(anchor), rel, side)
     if model.bilinear:

@@ -86,8 +86,8 @@ def make_config(params, emu_params, n_train, device):
     """The :class:`TrainConfig` of the estimator parameters ``params`` (``get_params(deep=False)``).
 
     ``emu_params`` holds the resolved ``alpha``, ``mutation_ratio`` and ``beta``;
-    ``compile='auto'`` is resolved by :func:`resolve_compile` (never on for
-    path-based models) and ``mixed_precision`` is
+    ``compile='auto'`` is resolved by :func:`resolve_compile` (for NBFNet:
+    its fused message kernel) and ``mixed_precision`` is
     resolved for ``device``. Float and bool settings are cast to their type.
     """
     # None sizes take the model's defaults; emu_resample='auto' follows the sampler
@@ -96,7 +96,7 @@ def make_config(params, emu_params, n_train, device):
               "emu_resample": resolve_emu_resample(params["emu_resample"], params["sampler"]),
               "emu_masks": resolve_emu_masks(params["emu_masks"], params["emu"])}
     compile_ = resolve_compile(params["compile"], params["model"], n_train, device)
-    values = {"compile": bool(compile_ and not is_path_based(MODELS[params["model"]])),
+    values = {"compile": bool(compile_),
               "mixed_precision": resolve_mixed_precision(params["mixed_precision"], device), **emu_params}
     for f in fields(TrainConfig):
         if f.name not in _RESOLVED:
@@ -159,13 +159,14 @@ def resolve_compile(value, model, n_train, device):
     ``'auto'`` is on for RotatE and HAKE on the CPU whatever the graph's size: there
     ``compile`` builds only the C distance kernels, once per machine (cached, a few
     seconds), and the eager distance they replace is 10-20x slower on a small graph as
-    on a large one. Elsewhere (``torch.compile``, seconds to tens of seconds per shape)
+    on a large one. The same holds for NBFNet's C message-passing kernel (``_nbf``). Elsewhere (``torch.compile``, seconds to tens of seconds per shape)
     it is on from :data:`COMPILE_MIN_TRIPLES` training triples, where that pays off
     within an epoch.
     """
     if not (isinstance(value, str) and value == "auto"):
         return value
-    if getattr(MODELS[model], "native_scoring", False) and torch.device(device).type == "cpu":
+    native = getattr(MODELS[model], "native_scoring", False) or is_path_based(MODELS[model])
+    if native and torch.device(device).type == "cpu":
         return True
     return n_train >= COMPILE_MIN_TRIPLES
 
@@ -596,6 +597,8 @@ def _step_parts(model, triples, sampler, cfg):
     """``(known, pairwise, masked_distance, lcwa)``: what the step function of the model needs."""
     if not is_path_based(model):
         model.sparse = cfg.sparse
+    else:
+        model.native_messages = cfg.compile
     if cfg.training != "negative_sampling":
         return None, None, None, LCWAStep(model, triples, cfg)
     if is_path_based(model):

@@ -167,8 +167,8 @@ def test_native_threads_are_reproducible_and_agree_with_one_thread():
 
 def test_without_a_compiler_the_eager_path_runs_with_a_warning(monkeypatch):
     model, q, cand, pos, mask = _problem("hake", torch.float32, c=17)
-    monkeypatch.setattr(_native, "_state", {"lib": None, "error": "RuntimeError: no C compiler found (set CC)",
-                                            "pool": None, "pid": None})
+    monkeypatch.setattr(_native, "_state", {"libs": {}, "pool": None, "pid": None,
+                                            "errors": {"distance": "RuntimeError: no C compiler found (set CC)"}})
     monkeypatch.setattr(_distance, "_warned", set())
     with pytest.warns(RuntimeWarning, match="could not be built.*no C compiler"):
         fallback = model.mutated_pairwise(q, pos, cand, mask, native=True)

@@ -336,7 +336,6 @@ def test_model_params_as_json_string(small_kg):
     (dict(sampler="nscaching"), "does not support sampler='nscaching'"),
     (dict(sparse=True), "'sparse' parameter is not supported with model='nbfnet'"),
     (dict(regularizer="n3"), "'regularizer' parameter is not supported"),
-    (dict(compile=True), "'compile' parameter is not supported"),
     (dict(distributed=True), "'distributed' parameter is not supported with model='nbfnet'"),
     (dict(model_params={"n_layer": 2}), r"key\(s\) \['n_layer'\] that model='nbfnet' does not take"),
     (dict(model_params={"aggregate": "mean"}), r"model_params\['aggregate'\] must be one of"),
@@ -397,7 +396,7 @@ def test_blocked_message_passing_matches_materialised_path(monkeypatch, aggregat
                         layer.relation.weight.copy_(torch.randint(-1, 2, layer.relation.weight.shape,
                                                                   generator=gen))
         model.materialise_messages = materialise
-        nodes, query = model.propagate(anchor, rel, keep)
+        nodes, query = model.propagate(anchor, rel, keep, native=False)  # the fused kernel: test_nbf_kernel.py
         loss = (model.score_nodes(nodes, query) * torch.linspace(-1, 1, n, dtype=torch.double)).sum()
         grads = torch.autograd.grad(loss, list(model.parameters()), allow_unused=True)
         results.append((nodes, grads))

@@ -1,4 +1,4 @@
-"""The C distance kernels of ``_distance.c``: built once per machine with the system's C compiler, called through ctypes.
+"""The C kernels (``_distance.c``, ``_nbf.c``): built once per machine with the system's C compiler, called through ctypes.
 
 ``torch.compile`` fuses RotatE's forward distance into one loop, but its
 backward pass either materialises a ``(C, c, N, d)`` weight tensor (compiling
@@ -8,11 +8,13 @@ took 60-74 ms for FB15k-237's step side (1000 x 256 x 100 complex coordinates).
 The hand-written kernels vectorise over candidates, never store an
 intermediate and recompute the distance once in the backward pass.
 
-The library is compiled on first use (a few seconds) into a per-user folder
-under the system's temporary directory (``KGESTIMATOR_KERNEL_DIR`` overrides
-it), named by a digest of the source, the compiler and this CPU, so a
-machine never loads a library built for another. Where no compiler works,
-:func:`library` returns None and the callers take the eager path.
+Each library (:data:`SOURCES`: the distances above, and NBFNet's fused
+message passing, whose wrappers are in ``_nbf.py``) is compiled on first use
+(a few seconds) into a per-user folder under the system's temporary directory
+(``KGESTIMATOR_KERNEL_DIR`` overrides it), named by a digest of the source,
+the compiler and this CPU, so a machine never loads a library built for
+another. Where no compiler works, :func:`library` returns None and the
+callers take the eager path.
 """
 
 import ctypes
@@ -27,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distance.c")
+_DIR = os.path.dirname(os.path.abspath(__file__))
 #: vectorised for this CPU (512-bit vectors where it has them); sums may be reassociated (vector
 #: reductions) but NaN and infinities keep their IEEE meaning (no -ffast-math, whose finite-math
 #: assumption would let a NaN distance pass as finite past the trainer's non-finite check); the
@@ -38,7 +40,8 @@ _FLAGS = (["-O3", "-march=native", "-mprefer-vector-width=512", "-fopenmp-simd",
            "-fno-signed-zeros"])
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
-_state = {"lib": None, "error": None, "pool": None, "pid": None}
+#: per library name: the loaded libraries and why one failed to build (tests replace the whole dict)
+_state = {"libs": {}, "errors": {}, "pool": None, "pid": None}
 _lock = threading.Lock()
 
 
@@ -58,8 +61,8 @@ def _cache_dir():
     return path
 
 
-def _digest(cc, flags):
-    with open(_SOURCE, "rb") as f:
+def _digest(source, cc, flags):
+    with open(source, "rb") as f:
         h = hashlib.sha256(f.read())
     stat = os.stat(cc) if os.path.exists(cc) else None
     for part in (cc, str(stat.st_mtime_ns if stat else ""), " ".join(flags), platform.machine(),
@@ -77,46 +80,52 @@ def _cpu_flags():
         return ""
 
 
-def _build():
+def _build(name):
+    source, signatures = SOURCES[name]
+    source = os.path.join(_DIR, source)
     cc, folder, errors = _compiler(), _cache_dir(), []
     for flags in _FLAGS:
-        path = os.path.join(folder, f"distance-{_digest(cc, flags)}.so")
+        path = os.path.join(folder, f"{name}-{_digest(source, cc, flags)}.so")
         if not os.path.exists(path):
             tmp = f"{path}.{os.getpid()}.tmp"
-            done = subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", tmp, _SOURCE],
+            done = subprocess.run([cc, *flags, "-shared", "-fPIC", "-o", tmp, source],
                                   capture_output=True, text=True, timeout=300)
             if done.returncode != 0:
                 errors.append(done.stderr.strip()[-500:])
                 continue
             os.replace(tmp, path)  # atomic: a concurrent process loads a whole library or builds its own
-        return _declare(ctypes.CDLL(path))
-    raise RuntimeError("compiling the distance kernels failed: " + " | ".join(errors))
+        lib = ctypes.CDLL(path)
+        for fn, (lead, n_ptr, n_int) in signatures.items():
+            for sfx in _SUFFIX.values():
+                getattr(lib, f"{fn}_{sfx}").argtypes = ([ctypes.c_int64] * lead + [ctypes.c_void_p] * n_ptr
+                                                        + [ctypes.c_int64] * n_int)
+        return lib
+    raise RuntimeError(f"compiling the {name} kernels failed: " + " | ".join(errors))
 
 
-def _declare(lib):
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    for sfx in _SUFFIX.values():
-        getattr(lib, f"distance_forward_{sfx}").argtypes = [i64] + [ptr] * 6 + [i64] * 8
-        getattr(lib, f"distance_backward_{sfx}").argtypes = [i64] + [ptr] * 9 + [i64] * 8
-        getattr(lib, f"sparse_forward_{sfx}").argtypes = [i64] + [ptr] * 9 + [i64] * 7
-        getattr(lib, f"sparse_backward_{sfx}").argtypes = [i64] + [ptr] * 12 + [i64] * 7
-    return lib
+#: the libraries: name -> (C source in this folder, {entry point: (leading int flags, pointers,
+#: trailing ints)} as argument counts; each entry point exists per floating type, ``_f32`` / ``_f64``)
+SOURCES = {
+    "distance": ("_distance.c", {"distance_forward": (1, 6, 8), "distance_backward": (1, 9, 8),
+                                 "sparse_forward": (1, 9, 7), "sparse_backward": (1, 12, 7)}),
+    "nbf": ("_nbf.c", {"nbf_forward": (0, 12, 9), "nbf_backward": (0, 15, 9)}),
+}
 
 
-def library():
-    """The loaded kernel library, or None where it cannot be built (the reason: :func:`error`)."""
+def library(name="distance"):
+    """The loaded kernel library ``name`` (:data:`SOURCES`), or None where it cannot be built (the reason: :func:`error`)."""
     with _lock:
-        if _state["lib"] is None and _state["error"] is None:
+        if _state["libs"].get(name) is None and _state["errors"].get(name) is None:
             try:
-                _state["lib"] = _build()
+                _state["libs"][name] = _build(name)
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                _state["error"] = f"{type(exc).__name__}: {exc}"
-        return _state["lib"]
+                _state["errors"][name] = f"{type(exc).__name__}: {exc}"
+        return _state["libs"].get(name)
 
 
-def error():
-    """Why :func:`library` returned None (None while it has not failed)."""
-    return _state["error"]
+def error(name="distance"):
+    """Why :func:`library` returned None for ``name`` (None while it has not failed)."""
+    return _state["errors"].get(name)
 
 
 def supports(*tensors):

@@ -20,6 +20,13 @@ floats, as the NBFNet authors' fused ``rspmm`` kernel does, so the batch is
 bounded by the nodes, not the edges. The earlier path, which materialised the
 messages (:class:`_PNAAggregate`), stays as the tests' reference
 (``NBFNet.materialise_messages = True``).
+
+Where a C compiler works, the same aggregates come from a fused kernel
+(``_nbf.py``, ``_nbf.c``) that walks destination-sorted edges and never
+forms a message at all, forward or backward: the blocked path's elementwise
+passes over message blocks were memory-bound and made most of a step
+(BENCHMARKS.md §6). ``NBFNet.native_messages`` (set from ``KGEmbedder``'s
+``compile``) chooses it; without a compiler the blocked path runs.
 """
 
 import warnings
@@ -27,6 +34,8 @@ import warnings
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
+
+from . import _nbf
 
 AGGREGATES = ("pna", "sum")
 MESSAGES = ("distmult", "transe")
@@ -69,8 +78,12 @@ class _Layer(nn.Module):
         else:
             w = self.relation.weight.unsqueeze(1)                              # (R, 1, d)
         pna = self.aggregate == "pna"
+        if isinstance(blocks, _nbf.CSR) and not _nbf.supports(h, w, boundary):
+            blocks = None  # e.g. another dtype under autocast: the blocked path takes any tensors
         if self.materialise:
             total, sq_total, high, low = self._materialised(h, w, boundary, src, rel, dst, pna)
+        elif isinstance(blocks, _nbf.CSR):
+            total, sq_total, high, low = _nbf.aggregate(h, w, boundary, blocks, pna, self.message == "distmult")
         else:
             if blocks is None:
                 blocks = message_blocks(src, rel, dst, h.shape[0], h.shape[1] * h.shape[2])
@@ -398,6 +411,9 @@ class NBFNet(nn.Module):
     #: materialise each layer's (E, B, d) messages: the earlier, memory-bound path,
     #: kept as the reference of the blocked one in tests and benchmarks
     materialise_messages = False
+    #: aggregate messages in the fused C kernel (``_nbf``) where it builds and takes the tensors;
+    #: False: the blocked PyTorch path. The trainer sets it from ``KGEmbedder``'s ``compile``
+    native_messages = True
 
     def __init__(self, n_entities, n_relations, dim=32, gamma=None, generator=None, n_layers=6,
                  aggregate="pna", message="distmult", dependent=False, layer_norm=True, short_cut=True,
@@ -479,7 +495,7 @@ class NBFNet(nn.Module):
         return ~torch.isin(self._triple_keys, (h * self.n_relations + r) * self.n_entities + t)
 
     # -- propagation and scoring ------------------------------------------------
-    def propagate(self, anchor, rel, keep=None):
+    def propagate(self, anchor, rel, keep=None, native=None):
         """Final node representations for tail queries ``(anchor, rel)``.
 
         Parameters
@@ -490,6 +506,9 @@ class NBFNet(nn.Module):
             Query relations in ``[0, 2 * n_relations)`` (inverse relations for head queries).
         keep : bool Tensor of shape (n_graph_triples,), optional
             Fact-graph triples to use (see :meth:`training_edges`); all by default.
+        native : bool, optional
+            Aggregate in the fused C kernel where it builds (else the blocked
+            path); None: :attr:`native_messages`.
 
         Returns
         -------
@@ -505,8 +524,13 @@ class NBFNet(nn.Module):
         boundary = torch.zeros(self.n_entities, B, self.dim, dtype=query.dtype, device=query.device)
         boundary = boundary.index_put((anchor, torch.arange(B, device=anchor.device)), query)
         degree = degree_scalers(dst, self.n_entities, query.dtype)
-        blocks = None if self.materialise_messages else message_blocks(src, rel_e, dst, self.n_entities,
-                                                                        B * self.dim)
+        native = self.native_messages if native is None else native
+        if self.materialise_messages:
+            blocks = None
+        elif native and _nbf.available(boundary):
+            blocks = _nbf.csr(src, rel_e, dst, self.n_entities)
+        else:
+            blocks = message_blocks(src, rel_e, dst, self.n_entities, B * self.dim)
         h = boundary
         for layer in self.layers:
             layer.materialise = self.materialise_messages
@@ -526,9 +550,12 @@ class NBFNet(nn.Module):
         """Relations of tail queries: ``rel`` itself, or its inverse for head queries."""
         return rel if side == "tail" else rel + self.n_relations
 
-    def score_all(self, anchor, rel, side):
-        """Scores ``(Q, n_entities)`` of every entity as the missing ``side`` (no edge removal)."""
-        nodes, query = self.propagate(anchor, self.query_relations(rel, side))
+    def score_all(self, anchor, rel, side, native=None):
+        """Scores ``(Q, n_entities)`` of every entity as the missing ``side`` (no edge removal).
+
+        ``native``: as in :meth:`propagate`.
+        """
+        nodes, query = self.propagate(anchor, self.query_relations(rel, side), native=native)
         return self.score_nodes(nodes, query)
 
     def elements_per_query(self):
