@@ -24,7 +24,6 @@ whose term depends on the candidate (:func:`_sparse_masked`).
 reference formulas; the tests hold every path to them.
 """
 
-import warnings
 
 import torch
 
@@ -39,15 +38,8 @@ _warned = set()
 
 def use_native(native, *tensors):
     """Whether the C kernels run: requested, the tensors suit them, and the library builds (else a warning, once)."""
-    if not native or not _native.supports(*tensors):
-        return False
-    if _native.library() is None:
-        if "build" not in _warned:
-            _warned.add("build")
-            warnings.warn(f"The RotatE/HAKE distance kernels could not be built ({_native.error()}); "
-                          "continuing with the eager distance.", RuntimeWarning, stacklevel=3)
-        return False
-    return True
+    return bool(native) and _native.usable("distance", _warned, "RotatE/HAKE distance kernels",
+                                           "the eager distance", *tensors)
 
 
 def _blocks(C, c, N, d):

@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -132,6 +133,23 @@ def supports(*tensors):
     """Whether the kernels take these tensors: CPU, float32 or float64, one dtype."""
     t = tensors[0]
     return t.device.type == "cpu" and t.dtype in _SUFFIX and all(x.dtype == t.dtype for x in tensors)
+
+
+def usable(name, warned, kernels, fallback, *tensors):
+    """Whether library ``name`` runs for ``tensors``: they suit it and it builds.
+
+    A library that cannot be built warns once per ``warned`` set (the calling
+    module's), naming ``kernels`` and the ``fallback`` that runs instead.
+    """
+    if not supports(*tensors):
+        return False
+    if library(name) is None:
+        if "build" not in warned:
+            warned.add("build")
+            warnings.warn(f"The {kernels} could not be built ({error(name)}); continuing with {fallback}.",
+                          RuntimeWarning, stacklevel=4)
+        return False
+    return True
 
 
 def _ptr(t):

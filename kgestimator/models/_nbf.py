@@ -11,7 +11,6 @@ no C compiler works, :func:`available` says so (with a warning, once) and
 NBFNet keeps the blocked path.
 """
 
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -43,15 +42,7 @@ def supports(*tensors):
 
 def available(*tensors):
     """Whether the kernels run for these tensors: they suit them and the library builds (else a warning, once)."""
-    if not supports(*tensors):
-        return False
-    if _native.library("nbf") is None:
-        if "build" not in _warned:
-            _warned.add("build")
-            warnings.warn(f"The NBFNet message-passing kernels could not be built ({_native.error('nbf')}); "
-                          "continuing with the blocked PyTorch path.", RuntimeWarning, stacklevel=3)
-        return False
-    return True
+    return _native.usable("nbf", _warned, "NBFNet message-passing kernels", "the blocked PyTorch path", *tensors)
 
 
 def _query_ranges(B, work):
