@@ -16,12 +16,22 @@ Prints one line per run and writes ``benchmarks/results/nbfnet_<dataset>.json``.
 ``--kernel`` compares the message passing paths instead (issue 21): the step
 time of the reference configuration (6 PNA layers, dim 32, batch 32, DistMult
 messages, shared relation vectors, the batch's edges hidden, 32 negatives,
-BCE, Adam) on kinship and WN18RR through the blocked PyTorch path and the
-fused C kernel, alternating in one process, CPU time, one thread; then the
-2-epoch kinship test MRR of each path (same seed, each fit in its own
-process). Writes ``benchmarks/results/nbfnet_kernel.json``.
+BCE, Adam) on kinship and WN18RR through each path of ``--kernel-paths``:
+``materialised`` (the ``(E, B, d)`` messages, the first path), ``blocked``
+(PyTorch over destination blocks), ``fused`` (the C kernel) and ``fused_heap``
+(the C kernel with freed blocks kept in the heap whatever the memory:
+``kgestimator._heap``) and ``fit`` (a ``KGEmbedder`` fit of the reference
+configuration: the C kernel, a batch propagated in passes of fewer queries
+where it is large, freed blocks kept where the headroom rule allows; per-step
+times from the training loop). Each path runs in its own process (a warm-up step, then
+``--kernel-repeats`` timed steps; ``--kernel-rounds`` processes a path, in
+rotating order); CPU time is user + system (page faults are system time), one
+thread. Then the 2-epoch kinship test MRR of the blocked and fused paths (same
+seed, each fit in its own process). Writes ``benchmarks/results/nbfnet_kernel.json``.
 
     python benchmarks/bench_nbfnet.py --kernel
+    python benchmarks/bench_nbfnet.py --kernel --kernel-datasets WN18RR --kernel-repeats 2 --kernel-quality 0 \\
+        --kernel-paths blocked,fused,fused_heap,fit --output benchmarks/results/nbfnet_kernel_wn18rr.json
 """
 
 import argparse
@@ -97,46 +107,127 @@ def _kernel_step(model, batch, n_negatives, temperature, native, optimizer, gene
     return float(loss.detach())
 
 
-def kernel_step_times(args):
-    """``{dataset: {blocked, fused: {median, min, max, runs}, ratio}}``: CPU seconds a step, paths alternating."""
-    import statistics
+#: message passing paths: (materialise the (E, B, d) messages, fused C kernel, freed blocks kept in the heap);
+#: ``fit`` (not here) is a KGEmbedder fit: fused kernel, passes of fewer queries, the heap's headroom rule
+PATHS = {"materialised": (True, False, False), "materialised_heap": (True, False, True),
+         "blocked": (False, False, False), "blocked_heap": (False, False, True),
+         "fused": (False, True, False), "fused_heap": (False, True, True)}
+
+
+def fit_steps(args, data, batch_size):
+    """Per-step resources of a ``KGEmbedder`` fit of the reference configuration (the ``fit`` path):
+    fused kernel, passes of fewer queries, freed blocks kept where the headroom rule allows."""
+    import resource
+
+    from kgestimator import KGEmbedder, _heap, training
+    from kgestimator.models.nbfnet import REFERENCE_PARAMS
+
+    marks = []
+    real = training.apply_step
+
+    def timed(loop, loss):
+        real(loop, loss)
+        marks.append((resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), peak_rss_mb(),
+                      _heap._depth > 0))
+
+    training.apply_step = timed
+    params = {**REFERENCE_PARAMS["wn18rr"], "batch_size": batch_size, "max_steps": 1 + args.kernel_repeats,
+              "early_stopping": False, "random_state": args.seed, "verbose": 0}
+    est = KGEmbedder(**params).fit(data.train)
+    runs = [{"cpu": u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime, "sys": u1.ru_stime - u0.ru_stime,
+             "minflt": u1.ru_minflt - u0.ru_minflt, "wall": w1 - w0, "peak_rss_mb": m1}
+            for (u0, w0, _, _), (u1, w1, m1, _) in zip(marks, marks[1:])]
+    return est, runs, marks[-1][3]
+
+
+def path_steps(args, dataset, path):
+    """Child: ``1 + --kernel-repeats`` reference steps through one path; the first is a warm-up.
+
+    Returns CPU seconds (user + system), system seconds, minor page faults and
+    wall seconds of each timed step, and the process's peak RSS.
+    """
+    import contextlib
+    import resource
 
     import torch
 
-    from kgestimator import load_dataset
+    from kgestimator import _heap, load_dataset
     from kgestimator.models import NBFNet, _native
     from kgestimator.models.nbfnet import REFERENCE_PARAMS
 
     torch.set_num_threads(1)
-    if _native.library("nbf") is None:
+    batch_size = args.kernel_batch or REFERENCE_PARAMS["wn18rr"]["batch_size"]
+    if path == "fit":
+        data_path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", dataset)
+        data = load_dataset(data_path if os.path.isdir(data_path) else dataset)
+        est, runs, kept = fit_steps(args, data, batch_size)
+        return {"dataset": dataset, "path": path, "batch": batch_size, "steps": runs, "freed_blocks_kept": kept,
+                "queries_per_pass": est.model_.queries_per_pass(batch_size), "n_entities": est.model_.n_entities,
+                "n_edges": est.model_.n_edges, "peak_rss_mb": peak_rss_mb()}
+    materialise, native, heap = PATHS[path]
+    if native and _native.library("nbf") is None:
         raise SystemExit(f"the NBFNet kernels cannot be built here: {_native.error('nbf')}")
-    out = {}
     ref = REFERENCE_PARAMS["wn18rr"]
+    data_path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", dataset)
+    data = load_dataset(data_path if os.path.isdir(data_path) else dataset)
+    ids, ent, rel = _encode(data.train)
+    model = NBFNet(len(ent), len(rel), ref["dim"], generator=torch.Generator().manual_seed(0),
+                   **{k: v for k, v in ref["model_params"].items() if k != "remove_one_hop"}).set_graph(ids)
+    model.materialise_messages = materialise
+    optimizer = torch.optim.Adam(model.parameters(), lr=ref["learning_rate"])
+    gen = torch.Generator().manual_seed(args.seed)
+    runs = []
+    with _heap.freed_blocks_kept() if heap else contextlib.nullcontext():
+        for r in range(args.kernel_repeats + 1):
+            batch = ids[torch.randint(ids.shape[0], (batch_size,), generator=gen)]
+            u0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            _kernel_step(model, batch, ref["n_negatives"], ref["adversarial_temperature"], native, optimizer, gen)
+            u1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            runs.append({"cpu": u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime, "sys": u1.ru_stime - u0.ru_stime,
+                         "minflt": u1.ru_minflt - u0.ru_minflt, "wall": w1 - w0, "peak_rss_mb": peak_rss_mb()})
+    return {"dataset": dataset, "path": path, "batch": batch_size, "warmup": runs[0], "steps": runs[1:],
+            "n_entities": model.n_entities, "n_edges": model.n_edges, "peak_rss_mb": peak_rss_mb()}
+
+
+def kernel_step_times(args):
+    """``{dataset: {path: {median, min, max, ...}, ratios}}``: CPU seconds a step, each path in its own process.
+
+    A path's freed-blocks setting is process-wide and lasts a whole fit, so each
+    path runs in a fresh process (warm-up step, then ``--kernel-repeats`` timed
+    steps); ``--kernel-rounds`` rounds rotate the order of the paths.
+    """
+    import statistics
+
+    out = {}
+    paths = args.kernel_paths.split(",")
     for dataset in args.kernel_datasets.split(","):
-        path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", dataset)
-        data = load_dataset(path if os.path.isdir(path) else dataset)
-        ids, ent, rel = _encode(data.train)
-        model = NBFNet(len(ent), len(rel), ref["dim"], generator=torch.Generator().manual_seed(0),
-                       **{k: v for k, v in ref["model_params"].items() if k != "remove_one_hop"}).set_graph(ids)
-        optimizer = torch.optim.Adam(model.parameters(), lr=ref["learning_rate"])
-        gen = torch.Generator().manual_seed(args.seed)
-        times = {"blocked": [], "fused": []}
-        for r in range(args.kernel_repeats + 1):  # the first round warms up (kernel build, allocator)
-            order = ("blocked", "fused") if r % 2 == 0 else ("fused", "blocked")
-            for name in order:
-                batch = ids[torch.randint(ids.shape[0], (ref["batch_size"],), generator=gen)]
-                t0 = time.process_time()
-                _kernel_step(model, batch, ref["n_negatives"], ref["adversarial_temperature"], name == "fused", optimizer,
-                             gen)
-                if r:
-                    times[name].append(time.process_time() - t0)
-        spread = {k: {"median": statistics.median(t), "min": min(t), "max": max(t), "runs": t}
-                  for k, t in times.items()}
-        out[dataset] = {**spread, "blocked_over_fused": spread["blocked"]["median"] / spread["fused"]["median"],
-                        "n_entities": model.n_entities, "n_edges": model.n_edges, "batch": ref["batch_size"]}
-        print(f"{dataset:<8} blocked {spread['blocked']['median']:.3f} s/step  fused {spread['fused']['median']:.3f} "
-              f"s/step  ratio {out[dataset]['blocked_over_fused']:.1f}x  (CPU time, 1 thread, "
-              f"{args.kernel_repeats} steps each)", flush=True)
+        results = {p: [] for p in paths}
+        for r in range(args.kernel_rounds):
+            for path in paths[r % len(paths):] + paths[:r % len(paths)]:
+                res = run_child(__file__, "--kernel-child", json.dumps([dataset, path]))
+                if res is not None:
+                    results[path].append(res)
+        row = {}
+        for path, res in results.items():
+            if not res:
+                continue
+            cpu = [s["cpu"] for x in res for s in x["steps"]]
+            row[path] = {"median": statistics.median(cpu), "min": min(cpu), "max": max(cpu), "runs": cpu,
+                         "sys_median": statistics.median(s["sys"] for x in res for s in x["steps"]),
+                         "minflt_median": statistics.median(s["minflt"] for x in res for s in x["steps"]),
+                         "wall_median": statistics.median(s["wall"] for x in res for s in x["steps"]),
+                         "peak_rss_mb": max(x["peak_rss_mb"] for x in res), "processes": res}
+            print(f"{dataset:<8} {path:<12} {row[path]['median']:8.3f} CPU s/step (system {row[path]['sys_median']:.3f}, "
+                  f"{row[path]['minflt_median']:.0f} page faults)  peak {row[path]['peak_rss_mb']:.0f} MB", flush=True)
+        # each path against the ones before it in PATHS (the earlier ways of computing the same step)
+        order = [p for p in (*PATHS, "fit") if p in row]
+        ratios = {f"{b}_over_{p}": row[b]["median"] / row[p]["median"]
+                  for i, b in enumerate(order) for p in order[i + 1:]}
+        for k, v in ratios.items():
+            print(f"{dataset:<8} {k}: {v:.2f}x", flush=True)
+        first = next(x[0] for x in results.values() if x)
+        out[dataset] = {**row, **ratios, "n_entities": first["n_entities"], "n_edges": first["n_edges"],
+                        "batch": first["batch"]}
     return out
 
 
@@ -172,8 +263,9 @@ def kernel_quality(args, compile_):
 
 
 def kernel_main(args):
-    print("NBFNet message passing, blocked PyTorch path vs fused C kernel: reference config "
-          "(6 PNA layers, dim 32, batch 32, 32 negatives), CPU time, 1 thread", flush=True)
+    print(f"NBFNet message passing paths {args.kernel_paths}: reference config (6 PNA layers, dim 32, "
+          f"batch {args.kernel_batch or 32}, 32 negatives), CPU time (user + system), 1 thread, "
+          f"each path in its own process", flush=True)
     steps = kernel_step_times(args)
     quality = []
     if args.kernel_quality:
@@ -217,8 +309,16 @@ def main():
     p.add_argument("--kernel-quality", type=int, default=1, help="1: also the 2-epoch kinship MRR of each path")
     p.add_argument("--kernel-quality-steps", type=int, default=None,
                    help="stop the quality fits after this many steps (default: the 2 epochs)")
+    p.add_argument("--kernel-paths", default="blocked,fused,fit",
+                   help=f"comma-separated, of {', '.join(PATHS)}, fit (a KGEmbedder fit)")
+    p.add_argument("--kernel-rounds", type=int, default=1, help="processes per path (the order rotates)")
+    p.add_argument("--kernel-batch", type=int, default=None, help="queries a step (default: the reference's 32)")
     p.add_argument("--kernel-run", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--kernel-child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.kernel_child is not None:
+        print(json.dumps(path_steps(args, *json.loads(args.kernel_child))))
+        return
     if args.kernel_run is not None:
         print(json.dumps(kernel_quality(args, args.kernel_run == "True")))
         return

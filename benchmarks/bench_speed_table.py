@@ -14,7 +14,9 @@ reports the median and the spread (min, max) of each; a ratio is the ratio of
 medians. ``--clock cpu`` measures each process's CPU time instead of wall time:
 on a shared machine, with one torch thread, that removes the time spent waiting
 for a core (the default on a busy machine; use ``--clock wall --threads 2`` on a
-quiet one).
+quiet one). The workers run their steps as ``fit`` does, with freed large blocks
+kept in the heap (``kgestimator._heap``; a reference checkout from before it
+runs without).
 
 ``--reference PATH`` (a checkout of the code to compare with, e.g.
 ``git worktree add /tmp/base main``) measures the rows ``samplers``, ``models``,
@@ -39,6 +41,7 @@ Writes ``benchmarks/results/speed_table.json`` (or ``--out``).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -252,30 +255,36 @@ def worker_main():
     clock = _clock(os.environ.get("BENCH_CLOCK", "cpu"))
     import kgestimator
 
+    try:
+        from kgestimator._heap import freed_blocks_kept
+    except ImportError:  # a --reference checkout from before it
+        freed_blocks_kept = contextlib.nullcontext
     jobs = {}
-    for line in sys.stdin:
-        msg = json.loads(line)
-        try:
-            if msg["op"] == "hello":
-                reply = {"file": kgestimator.__file__}
-            elif msg["op"] == "make":
-                jobs[msg["name"]] = make_step(msg["spec"])
-                reply = {}
-            elif msg["op"] == "run":
-                t0 = clock()
-                jobs[msg["name"]]()
-                reply = {"seconds": clock() - t0}
-            elif msg["op"] == "drop":
-                jobs.pop(msg["name"], None)
-                reply = {}
-            else:
-                reply = {"result": ONCE[msg["op"]](msg["spec"])}
-        except Exception as exc:  # reported to the parent, which raises
-            import traceback
+    # the steps run as fit runs them: with freed large blocks kept in the heap (kgestimator._heap)
+    with freed_blocks_kept():
+        for line in sys.stdin:
+            msg = json.loads(line)
+            try:
+                if msg["op"] == "hello":
+                    reply = {"file": kgestimator.__file__}
+                elif msg["op"] == "make":
+                    jobs[msg["name"]] = make_step(msg["spec"])
+                    reply = {}
+                elif msg["op"] == "run":
+                    t0 = clock()
+                    jobs[msg["name"]]()
+                    reply = {"seconds": clock() - t0}
+                elif msg["op"] == "drop":
+                    jobs.pop(msg["name"], None)
+                    reply = {}
+                else:
+                    reply = {"result": ONCE[msg["op"]](msg["spec"])}
+            except Exception as exc:  # reported to the parent, which raises
+                import traceback
 
-            reply = {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"}
-        out.write(json.dumps(reply) + "\n")
-        out.flush()
+                reply = {"error": f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"}
+            out.write(json.dumps(reply) + "\n")
+            out.flush()
 
 
 class Worker:

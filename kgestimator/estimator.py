@@ -40,6 +40,7 @@ from ._utils import check_number as _check_number
 from ._parameters import PARAMETERS, constraints, document, json_object
 from .samplers import UniformSampler, make_sampler, n_generated
 from .schedules import check_schedule
+from ._heap import freed_blocks_kept
 from ._threads import fit_threads, torch_threads
 from .model_selection import train_test_split_triples
 from .training import (NonFiniteLossError, TrainingInterrupted, check_generated, make_config, resolve_compile,
@@ -407,7 +408,7 @@ class KGEmbedder(BaseEstimator):
         fit_params = _params_at_fit(self)
         with torch_threads(fit_threads(self.n_threads)), _cuda_cache_released():
             run = self._prepare_fit(X, valid, emu_params, fit_params)
-            with self._training(run) as progress:
+            with freed_blocks_kept(run.parts.host_need), self._training(run) as progress:
                 run.history = train(run.parts.model, run.fit_ids, run.parts.sampler, run.cfg, run.parts.gen,
                                     validate=run.validate, progress=progress, checkpoint=run.checkpoint,
                                     sync=run.sync)
@@ -502,14 +503,15 @@ class KGEmbedder(BaseEstimator):
         entities, relations = kgdata.build_vocabulary(labels)
         # fail in a second, not after an hour or with the machine swapping
         dim = self._sizes()["dim"]
-        check_training_fits(MODELS[self.model], len(entities), len(relations), dim,
+        need = check_training_fits(MODELS[self.model], len(entities), len(relations), dim,
                             labels.shape[0] + (0 if valid_labels is None else valid_labels.shape[0]),
                             self.optimizer, self.sparse, self.early_stopping, device,
                             activations=activation_estimate(MODELS[self.model], len(entities), len(relations),
                                                             labels.shape[0],
                                                             cfg, dim,
-                                                            self._check_model_params()))
+                                                            self._check_model_params(), device))
         parts = _FitParts(entities, relations, device, _encode_strict(labels, entities, relations, device))
+        parts.host_need = need if device.type == "cpu" else 0
         if valid_labels is not None:
             ids, known, _ = _encode(valid_labels, entities, relations, device, name="valid")
             parts.valid_ids = ids[torch.as_tensor(known, device=device)]
@@ -1016,7 +1018,8 @@ class KGEmbedder(BaseEstimator):
         key = digest(extra)
         index = self._known_index(extra) if key is None else self._evaluation_cache().get(
             "filter", key, lambda: self._known_index(extra))
-        result = evaluate_ranks(self.model_, ids, index, n_missing, batch_size, self._compile_scoring())
+        with freed_blocks_kept():
+            result = evaluate_ranks(self.model_, ids, index, n_missing, batch_size, self._compile_scoring())
         if relation:
             known_rel = relation_index(torch.cat([self._known_ids.to(self.device_), extra]),
                                        len(self.entities_), len(self.relations_))
@@ -1140,6 +1143,7 @@ class _FitParts:
     seed: int = 0
     n_threads: int = field(default_factory=torch.get_num_threads)
     known_ids: torch.Tensor | None = None       # training and validation ids: the filter of evaluations
+    host_need: int = 0                          # the memory check's estimate of the fit's peak in host memory
 
 
 @dataclass

@@ -176,13 +176,29 @@ def emu_candidates(mode, pos, neg, mutation_ratio, generator):
     The path-based models' counterpart of :func:`emu_scores`: one positive row per
     negative row, no chunks, so the candidates are materialised.
     """
+    return candidates_with(mode, pos, neg, candidate_noise(mode, neg.shape, mutation_ratio, generator, neg.device))
+
+
+def candidate_noise(mode, shape, mutation_ratio, generator, device):
+    """The random part of :func:`emu_candidates` for negatives of ``shape``: a mask, MIXUP weights or None.
+
+    Drawn once per step, so a step that scores its queries in several passes
+    slices one draw (:func:`candidates_with`) and mutates as one pass would.
+    """
     if mode == "mixup":
-        lam = mixup_weights(neg.shape[:2], generator, neg.device).unsqueeze(-1)
-        return _mixed(pos, neg, lam)
+        return mixup_weights(shape[:2], generator, device).unsqueeze(-1)
+    if mode == "ls_only":
+        return None
+    return emu_mask(shape, mutation_ratio, generator, device)
+
+
+def candidates_with(mode, pos, neg, noise):
+    """:func:`emu_candidates` with its ``noise`` (:func:`candidate_noise`, sliced like ``neg``) given."""
+    if mode == "mixup":
+        return _mixed(pos, neg, noise)
     if mode == "ls_only":
         return neg
-    mask = emu_mask(neg.shape, mutation_ratio, generator, neg.device).to(neg.dtype)
-    return _towards(pos, neg, mask)
+    return _towards(pos, neg, noise.to(neg.dtype))
 
 
 #: elements of one ``(coordinates, B)`` block of :class:`_MaskedTableScores` (4 MB of float32)

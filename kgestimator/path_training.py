@@ -11,12 +11,29 @@ towards the positive's with the mask embedding models use, before the MLP.
 The query relation is the same for a positive and its negatives, so mutating
 the MLP input ``[h_v || Q_q]`` instead would change nothing but the mask's
 width: the query half is identical on both sides.
+
+On the CPU, a batch whose propagation would hold more activations than
+``NBFNet.pass_bytes`` runs in passes of fewer queries, each backpropagated as
+soon as it is scored (:class:`Backpropagated`): the gradient is the same sum
+(every loss is a mean over the batch's rows, and every query shares the step's
+hidden edges, negatives and EMU noise), and activations never exceed one pass.
+On WN18RR at the reference batch of 32 a pass is one query: its tensors fit
+in glibc's heap instead of being mapped and faulted in afresh at every step.
 """
+
+from dataclasses import dataclass
 
 import torch
 
 from .losses import training_loss
-from .mutation import emu_candidates
+from .mutation import candidate_noise, candidates_with
+
+
+@dataclass
+class Backpropagated:
+    """A step's loss whose backward pass the step function already ran (gradients accumulated)."""
+
+    loss: torch.Tensor
 
 
 def strict_negatives(known, anchor, rel, side, n_negatives, generator):
@@ -53,7 +70,27 @@ def path_step_loss(model, sampler, cfg, batch, step, generator, known):
     emu_neg = torch.cat(emu_negs) if emu_negs else None
     hidden = cand if emu_neg is None else torch.cat([cand, emu_neg], 1)
     keep = model.training_edges(batch, anchor, hidden)
+    B = anchor.shape[0]
+    noise = None
+    if cfg.emu:
+        noise = candidate_noise(cfg.emu, (B, cfg.n_negatives, model.dim), cfg.mutation_ratio, generator,
+                                anchor.device)
+    per_pass = model.queries_per_pass(B) if anchor.device.type == "cpu" else B
+    if per_pass >= B:
+        return _pass_loss(model, cfg, anchor, rel, cand, emu_neg, noise, keep)
+    total = 0.0
+    for lo in range(0, B, per_pass):
+        part = slice(lo, min(B, lo + per_pass))
+        loss = _pass_loss(model, cfg, anchor[part], rel[part], cand[part],
+                          None if emu_neg is None else emu_neg[part], None if noise is None else noise[part], keep)
+        loss = loss.float() * ((part.stop - part.start) / B)
+        loss.backward()
+        total = total + loss.detach()
+    return Backpropagated(total)
 
+
+def _pass_loss(model, cfg, anchor, rel, cand, emu_neg, noise, keep):
+    """The loss of one propagation over queries ``(anchor, rel)`` with candidates ``cand`` (positive first)."""
     nodes, query = model.propagate(anchor, rel, keep)                            # (B, n, d)
     rows = torch.arange(anchor.shape[0], device=anchor.device).unsqueeze(1)
     reps = nodes[rows, cand]                                                     # (B, 1 + N, d)
@@ -63,6 +100,6 @@ def path_step_loss(model, sampler, cfg, batch, step, generator, known):
 
     pos = reps[:, :1]
     neg = reps[:, 1:] if emu_neg is None else nodes[rows, emu_neg]
-    mutated = emu_candidates(cfg.emu, pos, neg, cfg.mutation_ratio, generator)
+    mutated = candidates_with(cfg.emu, pos, neg, noise)
     emu_logits = torch.cat([logits[:, :1], model.score_nodes(mutated, query)], 1)
     return training_loss(cfg, logits, emu_logits)

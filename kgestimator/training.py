@@ -555,6 +555,8 @@ def train(model, triples, sampler, cfg, generator, validate=None, progress=None,
         while not loop.run.done:
             start_epoch(loop)
             while (batch := next_batch(loop)) is not None:
+                # before the step: a step may run its own backward passes (path_training.Backpropagated)
+                loop.optimizer.zero_grad(set_to_none=True)
                 with torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.mixed_precision):
                     loss = loop.step(batch, loop.run.step, generator)
                 apply_step(loop, loss)
@@ -702,15 +704,20 @@ def next_batch(loop):
 
 
 def apply_step(loop, loss):
-    """Backward pass, (gradient exchange), optimiser step, schedule and checkpoint for one batch's ``loss``."""
+    """Backward pass, (gradient exchange), optimiser step, schedule and checkpoint for one batch's ``loss``.
+
+    The gradients were zeroed before the step; a :class:`~kgestimator.path_training.Backpropagated`
+    loss has its gradients already (the check below still comes before the optimiser's step).
+    """
     run = loop.run
+    done = isinstance(loss, path_training.Backpropagated)
     # autocast already returns softmax/BCE losses in float32; this keeps any hand-written
     # reduction (and the float32 running sum below) in float32 too. A no-op otherwise.
-    loss = loss.float()
+    loss = (loss.loss if done else loss).float()
     if loop.sync is None:
         _check_loss(loop, loss)
-    loop.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if not done:
+        loss.backward()
     if loop.sync is not None:
         # every rank must see the same loss to stop at the same step, hence the
         # check after the exchange (still before the step: the weights stay finite)

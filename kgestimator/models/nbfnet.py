@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from . import _nbf
+from ..memory import NBF_FLOATS_PER_NODE
 
 AGGREGATES = ("pna", "sum")
 MESSAGES = ("distmult", "transe")
@@ -411,6 +412,10 @@ class NBFNet(nn.Module):
     #: materialise each layer's (E, B, d) messages: the earlier, memory-bound path,
     #: kept as the reference of the blocked one in tests and benchmarks
     materialise_messages = False
+    #: activations one training propagation may hold on the CPU; a larger batch propagates in
+    #: passes of fewer queries, each backpropagated at once. 256 MB keeps every tensor of a pass on
+    #: WN18RR (one query: 5-21 MB) below glibc's largest mmap threshold, so passes reuse heap pages
+    pass_bytes = 256 * 2**20
     #: aggregate messages in the fused C kernel (``_nbf``) where it builds and takes the tensors;
     #: False: the blocked PyTorch path. The trainer sets it from ``KGEmbedder``'s ``compile``
     native_messages = True
@@ -557,6 +562,12 @@ class NBFNet(nn.Module):
         """
         nodes, query = self.propagate(anchor, self.query_relations(rel, side), native=native)
         return self.score_nodes(nodes, query)
+
+    def queries_per_pass(self, n_queries):
+        """Queries one training propagation takes on the CPU: as many as keep its activations within
+        :attr:`pass_bytes` (at least one), at most ``n_queries`` (see :mod:`kgestimator.path_training`)."""
+        per_query = 4 * NBF_FLOATS_PER_NODE * len(self.layers) * self.n_entities * self.dim
+        return int(min(n_queries, max(1, self.pass_bytes // max(1, per_query))))
 
     def elements_per_query(self):
         """Floats alive per query in an inference propagation (edge messages and PNA features)."""
