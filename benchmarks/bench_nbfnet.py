@@ -114,6 +114,21 @@ PATHS = {"materialised": (True, False, False), "materialised_heap": (True, False
          "fused": (False, True, False), "fused_heap": (False, True, True)}
 
 
+def _dataset(name):
+    """A dataset from ../shared/datasets where it is there, else by name."""
+    from kgestimator import load_dataset
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", name)
+    return load_dataset(path if os.path.isdir(path) else name)
+
+
+def _usage(before, after):
+    """CPU (user + system), system seconds, minor faults and wall seconds between two (rusage, clock) marks."""
+    (u0, w0), (u1, w1) = before, after
+    return {"cpu": u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime, "sys": u1.ru_stime - u0.ru_stime,
+            "minflt": u1.ru_minflt - u0.ru_minflt, "wall": w1 - w0}
+
+
 def fit_steps(args, data, batch_size):
     """Per-step resources of a ``KGEmbedder`` fit of the reference configuration (the ``fit`` path):
     fused kernel, passes of fewer queries, freed blocks kept where the headroom rule allows."""
@@ -127,17 +142,15 @@ def fit_steps(args, data, batch_size):
 
     def timed(loop, loss):
         real(loop, loss)
-        marks.append((resource.getrusage(resource.RUSAGE_SELF), time.perf_counter(), peak_rss_mb(),
+        marks.append(((resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()), peak_rss_mb(),
                       _heap._depth > 0))
 
     training.apply_step = timed
     params = {**REFERENCE_PARAMS["wn18rr"], "batch_size": batch_size, "max_steps": 1 + args.kernel_repeats,
               "early_stopping": False, "random_state": args.seed, "verbose": 0}
     est = KGEmbedder(**params).fit(data.train)
-    runs = [{"cpu": u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime, "sys": u1.ru_stime - u0.ru_stime,
-             "minflt": u1.ru_minflt - u0.ru_minflt, "wall": w1 - w0, "peak_rss_mb": m1}
-            for (u0, w0, _, _), (u1, w1, m1, _) in zip(marks, marks[1:])]
-    return est, runs, marks[-1][3]
+    runs = [{**_usage(a[0], b[0]), "peak_rss_mb": b[1]} for a, b in zip(marks, marks[1:])]
+    return est, runs, marks[-1][2]
 
 
 def path_steps(args, dataset, path):
@@ -151,15 +164,14 @@ def path_steps(args, dataset, path):
 
     import torch
 
-    from kgestimator import _heap, load_dataset
+    from kgestimator import _heap
     from kgestimator.models import NBFNet, _native
     from kgestimator.models.nbfnet import REFERENCE_PARAMS
 
     torch.set_num_threads(1)
     batch_size = args.kernel_batch or REFERENCE_PARAMS["wn18rr"]["batch_size"]
+    data = _dataset(dataset)
     if path == "fit":
-        data_path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", dataset)
-        data = load_dataset(data_path if os.path.isdir(data_path) else dataset)
         est, runs, kept = fit_steps(args, data, batch_size)
         return {"dataset": dataset, "path": path, "batch": batch_size, "steps": runs, "freed_blocks_kept": kept,
                 "queries_per_pass": est.model_.queries_per_pass(batch_size), "n_entities": est.model_.n_entities,
@@ -168,8 +180,6 @@ def path_steps(args, dataset, path):
     if native and _native.library("nbf") is None:
         raise SystemExit(f"the NBFNet kernels cannot be built here: {_native.error('nbf')}")
     ref = REFERENCE_PARAMS["wn18rr"]
-    data_path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", dataset)
-    data = load_dataset(data_path if os.path.isdir(data_path) else dataset)
     ids, ent, rel = _encode(data.train)
     model = NBFNet(len(ent), len(rel), ref["dim"], generator=torch.Generator().manual_seed(0),
                    **{k: v for k, v in ref["model_params"].items() if k != "remove_one_hop"}).set_graph(ids)
@@ -180,11 +190,10 @@ def path_steps(args, dataset, path):
     with _heap.freed_blocks_kept() if heap else contextlib.nullcontext():
         for r in range(args.kernel_repeats + 1):
             batch = ids[torch.randint(ids.shape[0], (batch_size,), generator=gen)]
-            u0, w0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            before = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             _kernel_step(model, batch, ref["n_negatives"], ref["adversarial_temperature"], native, optimizer, gen)
-            u1, w1 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-            runs.append({"cpu": u1.ru_utime - u0.ru_utime + u1.ru_stime - u0.ru_stime, "sys": u1.ru_stime - u0.ru_stime,
-                         "minflt": u1.ru_minflt - u0.ru_minflt, "wall": w1 - w0, "peak_rss_mb": peak_rss_mb()})
+            after = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            runs.append({**_usage(before, after), "peak_rss_mb": peak_rss_mb()})
     return {"dataset": dataset, "path": path, "batch": batch_size, "warmup": runs[0], "steps": runs[1:],
             "n_entities": model.n_entities, "n_edges": model.n_edges, "peak_rss_mb": peak_rss_mb()}
 
@@ -245,12 +254,11 @@ def kernel_quality(args, compile_):
     """The 2-epoch kinship fit of the reference configuration through one path: test MRR, loss, time."""
     import torch
 
-    from kgestimator import KGEmbedder, load_dataset
+    from kgestimator import KGEmbedder
     from kgestimator.models.nbfnet import REFERENCE_PARAMS
 
     torch.set_num_threads(1)
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", "kinship")
-    data = load_dataset(path if os.path.isdir(path) else "kinship")
+    data = _dataset("kinship")
     params = {**REFERENCE_PARAMS["wn18rr"], "n_epochs": 2, "max_steps": args.kernel_quality_steps, "compile": compile_,
               "random_state": args.seed}
     t0 = time.process_time()

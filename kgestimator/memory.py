@@ -89,10 +89,8 @@ def activation_estimate(model_cls, n_entities, n_relations, n_train, cfg, dim, m
     B, N = min(cfg.batch_size, max(1, n_train)), cfg.n_negatives  # as train() takes the batch
     if getattr(model_cls, "path_based", False):
         layers = int(params.get("n_layers", 6))
-        q = B
-        if torch.device(device).type == "cpu":
-            per_query = 4 * NBF_FLOATS_PER_NODE * layers * n_entities * dim
-            q = min(B, max(1, model_cls.pass_bytes // max(1, per_query)))
+        q = nbf_queries_per_pass(B, n_entities, dim, layers, model_cls.pass_bytes) \
+            if torch.device(device).type == "cpu" else B
         per_layer = NBF_FLOATS_PER_NODE * n_entities * q * dim
         if params.get("dependent", False):
             per_layer += 2 * 2 * n_relations * q * dim
@@ -116,6 +114,14 @@ def activation_estimate(model_cls, n_entities, n_relations, n_train, cfg, dim, m
 #: the check refuses only what certainly cannot fit). The fused C kernel keeps the same per-node
 #: tensors: WN18RR at batch 32 peaked at 15.1 GB fused and 13.3 GB blocked against 12.0 GB estimated
 NBF_FLOATS_PER_NODE = 12
+
+
+def nbf_queries_per_pass(n_queries, n_entities, dim, n_layers, pass_bytes):
+    """Queries one NBFNet training propagation takes on the CPU: as many as keep its activations
+    (``NBF_FLOATS_PER_NODE`` floats per layer, node, query and dimension) within ``pass_bytes``,
+    at least one, at most ``n_queries`` (see :mod:`kgestimator.path_training`)."""
+    per_query = 4 * NBF_FLOATS_PER_NODE * n_layers * n_entities * dim
+    return int(min(n_queries, max(1, pass_bytes // max(1, per_query))))
 
 
 def check_training_fits(model_cls, n_entities, n_relations, dim, n_triples, optimizer, sparse, early_stopping,

@@ -36,7 +36,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint as _checkpoint
 
 from . import _nbf
-from ..memory import NBF_FLOATS_PER_NODE
+from ..memory import nbf_queries_per_pass
 
 AGGREGATES = ("pna", "sum")
 MESSAGES = ("distmult", "transe")
@@ -564,10 +564,8 @@ class NBFNet(nn.Module):
         return self.score_nodes(nodes, query)
 
     def queries_per_pass(self, n_queries):
-        """Queries one training propagation takes on the CPU: as many as keep its activations within
-        :attr:`pass_bytes` (at least one), at most ``n_queries`` (see :mod:`kgestimator.path_training`)."""
-        per_query = 4 * NBF_FLOATS_PER_NODE * len(self.layers) * self.n_entities * self.dim
-        return int(min(n_queries, max(1, self.pass_bytes // max(1, per_query))))
+        """Queries one training propagation takes on the CPU (:func:`kgestimator.memory.nbf_queries_per_pass`)."""
+        return nbf_queries_per_pass(n_queries, self.n_entities, self.dim, len(self.layers), self.pass_bytes)
 
     def elements_per_query(self):
         """Floats alive per query in an inference propagation (edge messages and PNA features)."""
