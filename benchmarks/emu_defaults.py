@@ -48,6 +48,7 @@ SETTINGS = {
     "table12": {"emu": True, "alpha": 0.11, "mutation_ratio": 0.086, "beta": 0.53},
     "auto": {"emu": True},
     # the scripts' mutation and label with more weight on the plain negatives' loss (TransE probes)
+    "scripts_a025": {"emu": True, "alpha": 0.25, "mutation_ratio": 0.61, "beta": 0.53},
     "scripts_a05": {"emu": True, "alpha": 0.5, "mutation_ratio": 0.61, "beta": 0.53},
     "scripts_a1": {"emu": True, "alpha": 1.0, "mutation_ratio": 0.61, "beta": 0.53},
 }
