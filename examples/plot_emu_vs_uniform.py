@@ -13,8 +13,8 @@ This example trains DistMult four ways on the same generated graph, with the
 same seed and budget:
 
 - ``emu=False``: uniform negatives only;
-- ``emu=True``: uniform + EMU, with the ``'auto'`` parameters (the released
-  EMU scripts' setting);
+- ``emu=True``: uniform + EMU, with the ``'auto'`` parameters (for DistMult the
+  released EMU scripts' mutation and label with ``alpha=0.25``);
 - ``emu="mixup"``: the paper's comparison, mixing whole embeddings with a
   Beta(2, 1) weight instead of mutating coordinates;
 - ``emu="ls_only"``: ULS on unmutated negatives (the "w/o Emb.Mut." ablation).
@@ -74,8 +74,8 @@ for name, est in fitted.items():
 # %%
 # What EMU did on this graph
 # --------------------------
-# The ``'auto'`` values are the released scripts' setting, chosen at the library's
-# default sizes on other graphs; whether they help depends on the graph and the
+# The ``'auto'`` values were chosen at the library's default sizes on other
+# graphs; whether they help depends on the graph and the
 # configuration (BENCHMARKS.md section 8), so the example says which way it went
 # instead of assuming.
 gain = test_mrr["EMU"] - test_mrr["uniform"]

@@ -172,8 +172,11 @@ def test_emu_presets_name_the_paper_settings(kg):
         extra = {} if name == "auto" else EMU_PRESETS[name]["complex"]
         est = KGEmbedder(**{**FAST, "n_epochs": 1}, model="complex", emu=True, random_state=0, **extra)
         fits[name] = est.fit(kg.train[:200]).emu_params_
-    # 'auto' is the scripts' setting for the embedding models (chosen on evidence), Table 15 for NBFNet
+    # 'auto' (chosen on evidence): the scripts' setting for ComplEx, RotatE and HAKE, the same mutation
+    # and label with alpha 0.25 for DistMult and TransE, Table 15 for NBFNet
     assert fits["auto"] == pytest.approx(scripts) == EMU_PRESETS["auto"]["complex"]
+    assert EMU_PRESETS["auto"]["rotate"] == EMU_PRESETS["auto"]["hake"] == pytest.approx(scripts)
+    assert EMU_PRESETS["auto"]["distmult"] == EMU_PRESETS["auto"]["transe"] == pytest.approx({**scripts, "alpha": 0.25})
     assert fits["table5"] == pytest.approx(EMU_PRESETS["table5"]["complex"]) != fits["auto"]
     assert EMU_PRESETS["auto"]["nbfnet"] == EMU_PRESETS["table5"]["nbfnet"]
 
