@@ -37,6 +37,14 @@ def run_child(script, flag, value):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def shared_dataset(name):
+    """A dataset from ../shared/datasets beside the checkout where it is there, else by name (the registry)."""
+    from kgestimator import load_dataset
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets", name)
+    return load_dataset(path if os.path.isdir(path) else name)
+
+
 def write_json(path, payload):
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as fh:

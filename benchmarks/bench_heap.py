@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, write_json  # noqa: E402
+from _common import machine, shared_dataset, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -45,12 +45,11 @@ def child(name):
 
     import torch
 
-    from kgestimator import KGEmbedder, _heap, load_dataset
+    from kgestimator import KGEmbedder, _heap
 
     torch.set_num_threads(1)
     dataset, params = CONFIGS[name]
-    path = os.path.join(HERE, "..", "..", "shared", "datasets", dataset)
-    data = load_dataset(path if os.path.isdir(path) else dataset)
+    data = shared_dataset(dataset)
     marks = {}
 
     class Clock:

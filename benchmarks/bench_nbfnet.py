@@ -44,7 +44,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, peak_rss_mb, run_child, write_json  # noqa: E402
+from _common import machine, peak_rss_mb, run_child, shared_dataset, write_json  # noqa: E402
 
 
 def run_one(args, emu):
@@ -114,14 +114,6 @@ PATHS = {"materialised": (True, False, False), "materialised_heap": (True, False
          "fused": (False, True, False), "fused_heap": (False, True, True)}
 
 
-def _dataset(name):
-    """A dataset from ../shared/datasets where it is there, else by name."""
-    from kgestimator import load_dataset
-
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "datasets", name)
-    return load_dataset(path if os.path.isdir(path) else name)
-
-
 def _usage(before, after):
     """CPU (user + system), system seconds, minor faults and wall seconds between two (rusage, clock) marks."""
     (u0, w0), (u1, w1) = before, after
@@ -170,7 +162,7 @@ def path_steps(args, dataset, path):
 
     torch.set_num_threads(1)
     batch_size = args.kernel_batch or REFERENCE_PARAMS["wn18rr"]["batch_size"]
-    data = _dataset(dataset)
+    data = shared_dataset(dataset)
     if path == "fit":
         est, runs, kept = fit_steps(args, data, batch_size)
         return {"dataset": dataset, "path": path, "batch": batch_size, "steps": runs, "freed_blocks_kept": kept,
@@ -258,7 +250,7 @@ def kernel_quality(args, compile_):
     from kgestimator.models.nbfnet import REFERENCE_PARAMS
 
     torch.set_num_threads(1)
-    data = _dataset("kinship")
+    data = shared_dataset("kinship")
     params = {**REFERENCE_PARAMS["wn18rr"], "n_epochs": 2, "max_steps": args.kernel_quality_steps, "compile": compile_,
               "random_state": args.seed}
     t0 = time.process_time()

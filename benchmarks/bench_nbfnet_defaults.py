@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, peak_rss_mb, run_child, write_json  # noqa: E402
+from _common import machine, peak_rss_mb, run_child, shared_dataset, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETTINGS = {"emu": True, "off": False}
@@ -32,12 +32,11 @@ SHOWN = ("dim", "batch_size", "n_negatives", "n_epochs", "learning_rate", "loss"
 def child(args, setting):
     import torch
 
-    from kgestimator import KGEmbedder, load_dataset
+    from kgestimator import KGEmbedder
     from kgestimator.models import resolve_defaults
 
     torch.set_num_threads(1)
-    path = os.path.join(HERE, "..", "..", "shared", "datasets", args.dataset)
-    data = load_dataset(path if os.path.isdir(path) else args.dataset)
+    data = shared_dataset(args.dataset)
     est = KGEmbedder(model="nbfnet", emu=SETTINGS[setting], n_epochs=args.epochs, random_state=0, verbose=0)
     wall, cpu = time.perf_counter(), time.process_time()
     est.fit(data.train, valid=data.valid)

@@ -23,7 +23,8 @@ Datasets: ``nations`` and ``kinship`` (../shared/datasets), ``kg-tune`` (the
 demo's ``make_kg(random_state=0)``) and ``kg-unseen``, a generated graph of
 another size, pattern mix and noise that no default was chosen on (run it last);
 ``kg-check``, a second held-out graph (with symmetric relations) for the TransE
-setting, which was chosen after ``kg-unseen`` had been seen.
+setting, which was chosen after ``kg-unseen`` had been seen; and ``kg-check-2``,
+held out from the choice of ``alpha`` for every model (run last).
 Test MRR is filtered over train, valid and test (realistic ranks).
 """
 
