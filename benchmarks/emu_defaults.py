@@ -37,7 +37,7 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, write_json  # noqa: E402
+from _common import benchmark_graph, machine, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "emu_defaults")
@@ -67,24 +67,7 @@ def setting_params(model, setting):
 
 
 def load(name):
-    from kgestimator import load_dataset, make_kg
-
-    if name == "kg-tune":
-        kg = make_kg(random_state=0)
-    elif name == "kg-unseen":
-        kg = make_kg(n_entities=600, n_relations=14, n_triples=12000, noise=0.05,
-                     patterns=("inverse", "compositional", "hierarchical"), random_state=2026)
-    elif name == "kg-check":
-        # the held-out graph of the TransE choice (kg-unseen had been looked at by then): symmetric
-        # relations, which a translation cannot fit, and another size and noise
-        kg = make_kg(n_entities=450, n_relations=20, n_triples=9000, noise=0.02,
-                     patterns=("symmetric", "inverse", "hierarchical"), random_state=11)
-    elif name == "kg-check-2":
-        # held out from the alpha choice for every model (run last): few entities per relation, noisier
-        kg = make_kg(n_entities=800, n_relations=10, n_triples=14000, noise=0.08,
-                     patterns=("compositional", "symmetric", "hierarchical"), random_state=29)
-    else:
-        kg = load_dataset(name)
+    kg = benchmark_graph(name)
     return kg.train, kg.valid, kg.test
 
 

@@ -25,8 +25,10 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine, peak_rss_mb, write_json  # noqa: E402
+from _common import benchmark_graph, machine, peak_rss_mb, write_json  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "regimes")
@@ -40,11 +42,16 @@ def _cells():
     small = dict(dim=100, batch_size=500, n_epochs=200, eval_every=10, patience=3, early_stopping=True,
                  learning_rate=0.01, reciprocal=True, training="1vsall")
     cells = {}
-    for ds in ("nations", "kinship"):
+    # the generated graphs check the small-graph findings on graphs no choice was made on
+    for ds in ("nations", "kinship", "kg-check", "kg-check-2"):
         for model in ("distmult", "complex"):
             cells[f"{ds}-{model}-1vsall"] = (ds, dict(small, model=model))
             cells[f"{ds}-{model}-1vsall-emu"] = (ds, dict(small, model=model, emu=True))
             cells[f"{ds}-{model}-kvsall"] = (ds, dict(small, model=model, training="kvsall", label_smoothing=0.1))
+            # today's regime under the same protocol: the baseline of each row, with and without EMU
+            sampled = dict(small, model=model, training="negative_sampling", reciprocal=False)
+            cells[f"{ds}-{model}-ns"] = (ds, sampled)
+            cells[f"{ds}-{model}-ns-emu"] = (ds, dict(sampled, emu=True))
     kbc_fb = PRESETS["kbc-fb15k237-complex-n3"]
     kbc_wn = PRESETS["kbc-wn18rr-complex-n3"]
     for ds, kbc in (("FB15k-237", kbc_fb), ("WN18RR", kbc_wn)):
@@ -70,7 +77,7 @@ def _path(results, name, tag):
 
 def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0, eval_every=None,
              max_steps=None):
-    from kgestimator import KGEmbedder, load_dataset
+    from kgestimator import KGEmbedder
 
     out = _path(results, name, tag)
     if os.path.exists(out):
@@ -86,7 +93,7 @@ def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0
     if max_steps is not None:
         params["max_steps"] = max_steps
     ckpt = os.path.join(results, "ckpt", f"{name}{'@' + tag if tag else ''}")
-    data = load_dataset(dataset)
+    data = benchmark_graph(dataset)
     est = KGEmbedder(**params, checkpoint_dir=ckpt, checkpoint_every=checkpoint_steps)
     print(f"# {name}: {dataset} {json.dumps({k: v for k, v in params.items()}, default=str)}", flush=True)
     t0 = time.perf_counter()
@@ -97,7 +104,8 @@ def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0
     eval_s = time.perf_counter() - t0
     history = est.history_
     record = {
-        "cell": name, "tag": tag, "dataset": dataset, "params": params, "machine": machine(),
+        "cell": name, "tag": tag, "dataset": dataset, "params": params, "emu_params": est.emu_params_,
+        "machine": machine(),
         "steps": history[-1]["step"] if history else 0, "epochs": len(history),
         "train_seconds": sum(h["seconds"] for h in history), "fit_seconds_this_process": fit_s,
         "eval_seconds": eval_s, "peak_rss_mb": peak_rss_mb(), "history": history,
@@ -115,15 +123,26 @@ TODAY = {("nations", "distmult"): 0.714, ("nations", "complex"): 0.677, ("kinshi
          ("FB15k-237", "transe"): 0.303, ("WN18RR", "distmult"): 0.439, ("WN18RR", "complex"): 0.462}
 
 
+def _seed_group(r):
+    """Rows that differ only in the seed: seed 0 untagged, the others tagged ``seedN``."""
+    tag = r.get("tag")
+    if tag is None or (tag.startswith("seed") and tag[4:].isdigit()):
+        return r["cell"]
+    return None
+
+
 def report(results):
     rows = []
     for fname in sorted(os.listdir(results)) if os.path.isdir(results) else []:
         if fname.endswith(".json"):
             with open(os.path.join(results, fname)) as fh:
-                rows.append(json.load(fh))
+                r = json.load(fh)
+            if "params" in r:  # memory.json and other measurements share the folder
+                rows.append(r)
     print("| cell | dataset | model | dim | regime | test MRR | H@10 | today's best | steps | epochs | "
           "training time | seed |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    groups = {}
     for r in rows:
         p = r["params"]
         regime = p.get("training", "negative_sampling") + (" + reciprocal" if p.get("reciprocal") else "") + (
@@ -133,6 +152,21 @@ def report(results):
         print(f"| {name} | {r['dataset']} | {p['model']} | {p['dim']} | {regime} | {r['test']['mrr']:.3f} | "
               f"{r['test']['hits@10']:.3f} | {today if today is not None else '–'} | {r['steps']} | "
               f"{r['epochs']} | {r['train_seconds'] / 60:.1f} min | {p['random_state']} |")
+        if _seed_group(r) is not None:
+            groups.setdefault(_seed_group(r), []).append(r)
+    several = {k: v for k, v in groups.items() if len(v) > 1}
+    if several:
+        print("\nOver seeds (mean ± sample standard deviation of the test MRR):\n")
+        print("| cell | seeds | test MRR | H@10 | EMU values |")
+        print("|---|---|---|---|---|")
+        for cell, rs in sorted(several.items()):
+            mrr = np.array([r["test"]["mrr"] for r in rs])
+            h10 = np.array([r["test"]["hits@10"] for r in rs])
+            emu = rs[0].get("emu_params") or {}
+            values = ", ".join(f"{k} {v}" for k, v in emu.items() if k in ("alpha", "mutation_ratio", "beta"))
+            print(f"| {cell} | {','.join(str(r['params']['random_state']) for r in rs)} | "
+                  f"{mrr.mean():.3f} ± {mrr.std(ddof=1):.3f} | {h10.mean():.3f} ± {h10.std(ddof=1):.3f} | "
+                  f"{values or '–'} |")
 
 
 # ---------------------------------------------------------------------- memory

@@ -62,7 +62,9 @@ def test_score_matches_hand_formula(name):
     model = _tiny(name)
     for h_id, r_id, t_id in [(0, 1, 2), (3, 0, 4), (1, 2, 1)]:
         h, r, t = model.entity[h_id], model.relation[r_id], model.entity[t_id]
-        got = float(model.score(h, r, t).detach())
+        score = model.score(h, r, t)
+        assert score.shape == (), (name, score.shape)   # one triple, one 0-d score, as for batches (B,)
+        got = float(score.detach())
         want = _reference(name, model, h.tolist(), r.tolist(), t.tolist())
         assert got == pytest.approx(want, rel=1e-9, abs=1e-9)
 

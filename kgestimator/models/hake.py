@@ -53,7 +53,9 @@ class HAKE(EmbeddingModel):
         c_phase, c_mod = _split(cand, 2)
         phase_dist = torch.sin(phases(q_phase - c_phase, self.rho) / 2).abs().sum(-1)
         mod_dist = torch.linalg.vector_norm(c_mod * x - y, dim=-1)
-        return self.gamma - (self.phase_weight * phase_dist + self.modulus_weight * mod_dist)
+        # the weights are stored as (1,) tensors (checkpoint layout); index them so a single
+        # triple scores as a 0-d tensor like every other model, not as (1,)
+        return self.gamma - (self.phase_weight[0] * phase_dist + self.modulus_weight[0] * mod_dist)
 
     def pairwise(self, q, cand, native=False):
         """Scores ``(C, c, N)`` of queries ``(C, c, 3d)`` against candidates ``(C, N, 2d)``, fused.
