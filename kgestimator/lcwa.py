@@ -1,4 +1,4 @@
-"""1vsAll and KvsAll training: every query scored against every entity (ALGORITHMS.md §11).
+"""1vsAll and KvsAll training: every query scored against every entity (README, "Training regimes").
 
 PyKEEN calls the family LCWA (local closed-world assumption), LibKGE
 ``1vsAll`` / ``KvsAll``, kbc scores every query against all entities too.
@@ -22,7 +22,7 @@ log-sum-exp, then each chunk's contribution to the gradient,
 its scores are recomputed in the backward pass instead of stored. No more than
 one chunk of scores is alive at a time, at the price of a third scoring pass.
 
-EMU (ALGORITHMS.md §11.3). In 1vsAll every entity is a candidate, so every
+EMU (README, "EMU in 1vsAll"). In 1vsAll every entity is a candidate, so every
 candidate is mutated: candidate ``e_k`` of the query ``i`` with positive ``p_i``
 becomes ``m_k * p_i + (1 - m_k) * e_k`` with a Bernoulli(``mutation_ratio``)
 mask row ``m_k`` per entity, drawn afresh each step. For bilinear models the

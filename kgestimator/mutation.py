@@ -30,6 +30,7 @@ coordinate is copied from the positive. The reference code's ``-if_EMU p`` is
 
 import torch
 
+from ._random import bernoulli_mask
 from .models._base import blocked, rows, sampled_scores
 
 #: values of the ``emu_masks`` parameter: one mask per negative slot, or one per (positive, negative)
@@ -48,8 +49,8 @@ def resolve_emu_masks(emu_masks, emu):
 
 
 def emu_mask(shape, mutation_ratio, generator, device):
-    """Boolean mask, True where the coordinate is copied from the positive."""
-    return torch.rand(shape, generator=generator, device=device) < mutation_ratio
+    """Boolean mask, True where the coordinate is copied from the positive (``mutation_ratio`` to 2**-16)."""
+    return bernoulli_mask(shape, mutation_ratio, generator, device)
 
 
 def mixup_weights(shape, generator, device):

@@ -19,6 +19,8 @@ import warnings
 import torch
 from torch import nn
 
+from .._random import bernoulli_mask, quantised
+
 #: elements per temporary (rows, N, d) block of elementwise scoring. Blocks of a
 #: few MB stay in cache and reuse freed heap memory; one (C, c, N, d) tensor of
 #: 100 MB goes through mmap and page faults on every step (6x slower measured on
@@ -249,8 +251,13 @@ class EmbeddingModel(nn.Module):
     def _drop(self, x, p):
         if not p or not self.training:
             return x
-        keep = torch.rand(x.shape, generator=self.dropout_generator, device=x.device) >= p
-        return x * keep.to(x.dtype) / (1.0 - p)
+        kept = quantised(1.0 - p)
+        if kept == 0.0:  # p within 2**-17 of 1: every coordinate dropped
+            return x * 0.0
+        keep = bernoulli_mask(x.shape, kept, self.dropout_generator, x.device)
+        # scaled by the mask's own keep probability, so the expectation stays x; the product by a
+        # bool mask saves only the mask for the backward pass, so the scaling may be in place
+        return (x * keep).mul_(1.0 / kept)
 
     def orient(self, rel, side):
         """``(relation ids, side)`` a query is computed with.
