@@ -9,6 +9,7 @@ One command per cell (a table row is one or two cells); every cell is resumable:
     python benchmarks/regimes.py report                    # the table from the JSON files
     python benchmarks/regimes.py memory                    # 1vsAll step memory at 1e5 and 1e6 entities
     python benchmarks/regimes.py throughput                # 1vsAll vs sampled epoch, ComplEx, FB15k-237
+    python benchmarks/regimes.py precision --rounds 2      # bfloat16 autocast in 1vsAll: step times, quality
 
 Each cell trains with ``checkpoint_dir=<results>/ckpt/<cell>`` and
 ``checkpoint_every`` steps (``--checkpoint-steps``), so a killed run loses at
@@ -131,6 +132,34 @@ def _seed_group(r):
     return None
 
 
+#: the columns of the small-graph regime table: cell suffix -> heading
+REGIME_COLUMNS = {"ns": "sampled", "ns-emu": "sampled + EMU", "1vsall": "1vsAll", "1vsall-emu": "1vsAll + EMU",
+                  "kvsall": "KvsAll"}
+
+
+def _regime_table(groups):
+    """Test MRR per graph and model (rows) and regime (columns), mean ± sd over the seeds run."""
+    cells = {}
+    for cell, rs in groups.items():
+        for suffix in REGIME_COLUMNS:
+            ds, model = rs[0]["dataset"], rs[0]["params"]["model"]
+            if cell == f"{ds}-{model}-{suffix}":
+                cells[(ds, model, suffix)] = np.array([r["test"]["mrr"] for r in rs])
+    rows = sorted({(ds, model) for ds, model, _ in cells})
+    if not rows:
+        return
+    print("\nRegimes on the small graphs (test MRR, mean ± sd over seeds, n seeds):\n")
+    print("| graph | model | " + " | ".join(REGIME_COLUMNS.values()) + " |")
+    print("|---|---|" + "---|" * len(REGIME_COLUMNS))
+    for ds, model in rows:
+        out = []
+        for suffix in REGIME_COLUMNS:
+            v = cells.get((ds, model, suffix))
+            out.append("–" if v is None else f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f} ({v.size})" if v.size > 1
+                                                                  else " (1)"))
+        print(f"| {ds} | {model} | " + " | ".join(out) + " |")
+
+
 def report(results):
     rows = []
     for fname in sorted(os.listdir(results)) if os.path.isdir(results) else []:
@@ -154,6 +183,7 @@ def report(results):
               f"{r['epochs']} | {r['train_seconds'] / 60:.1f} min | {p['random_state']} |")
         if _seed_group(r) is not None:
             groups.setdefault(_seed_group(r), []).append(r)
+    _regime_table(groups)
     several = {k: v for k, v in groups.items() if len(v) > 1}
     if several:
         print("\nOver seeds (mean ± sample standard deviation of the test MRR):\n")
@@ -162,11 +192,14 @@ def report(results):
         for cell, rs in sorted(several.items()):
             mrr = np.array([r["test"]["mrr"] for r in rs])
             h10 = np.array([r["test"]["hits@10"] for r in rs])
-            emu = rs[0].get("emu_params") or {}
-            values = ", ".join(f"{k} {v}" for k, v in emu.items() if k in ("alpha", "mutation_ratio", "beta"))
+            values = "–"
+            if rs[0]["params"].get("emu"):  # emu_params_ holds the resolved values with emu=False too
+                emu = rs[0].get("emu_params") or {}
+                values = ", ".join(f"{k} {v}" for k, v in emu.items() if k in ("alpha", "mutation_ratio", "beta"))
+                values = values or "'auto' (not recorded)"
             print(f"| {cell} | {','.join(str(r['params']['random_state']) for r in rs)} | "
                   f"{mrr.mean():.3f} ± {mrr.std(ddof=1):.3f} | {h10.mean():.3f} ± {h10.std(ddof=1):.3f} | "
-                  f"{values or '–'} |")
+                  f"{values} |")
 
 
 # ---------------------------------------------------------------------- memory
@@ -256,9 +289,47 @@ def throughput(results, rounds, steps_ns, steps_all):
                             "neg_chunk_size 100; ns-chunk1: neg_chunk_size 1; 1vsall: reciprocal, both directions"})
 
 
+def precision(results, rounds, steps, seeds):
+    """bfloat16 autocast in 1vsAll: kbc ComplEx step times on FB15k-237, and small-graph quality pairs."""
+    import torch
+
+    from kgestimator import PRESETS, KGEmbedder
+
+    torch.set_num_threads(1)
+    train = benchmark_graph("FB15k-237").train
+    timing = {}
+    for i in range(rounds):
+        for emu in (False, True):
+            for mp in (False, True):
+                est = KGEmbedder(**dict(PRESETS["kbc-fb15k237-complex-n3"], emu=emu, mixed_precision=mp,
+                                        max_steps=steps, random_state=0, verbose=0, n_threads=1)).fit(train)
+                ms = sum(h["seconds"] for h in est.history_) / est.history_[-1]["step"] * 1e3
+                timing.setdefault(f"emu={emu} bf16={mp}", []).append(ms)
+                print(f"round {i}: kbc ComplEx emu={emu} mixed_precision={mp}: {ms:.1f} ms/step", flush=True)
+    quality = []
+    for cell in ("nations-distmult-1vsall", "kinship-complex-1vsall", "kinship-complex-1vsall-emu",
+                 "kg-check-2-complex-1vsall-emu"):
+        dataset, params = _cells()[cell]
+        data = benchmark_graph(dataset)
+        for seed in seeds:
+            row = {"cell": cell, "seed": seed}
+            for mp in (False, True):
+                est = KGEmbedder(**dict(params, random_state=seed, verbose=0, mixed_precision=mp, n_threads=1))
+                est.fit(data.train, valid=data.valid)
+                row["bf16" if mp else "fp32"] = est.evaluate(data.test, filter_triples=data.valid)["mrr"]
+            quality.append(row)
+            print(f"{cell} seed {seed}: test MRR fp32 {row['fp32']:.4f}, bf16 {row['bf16']:.4f}", flush=True)
+    med = {k: sorted(v)[len(v) // 2] for k, v in timing.items()}
+    write_json(os.path.join(results, "precision.json"),
+               {"machine": machine(), "steps": steps, "rounds": rounds, "ms_per_step": timing,
+                "median_ms_per_step": med, "quality": quality,
+                "settings": "kbc-fb15k237-complex-n3 preset, max_steps fits, one thread; quality: the small-graph "
+                            "protocol cells, fp32 vs mixed_precision=True"})
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["list", "run", "report", "memory", "throughput", "_memory"])
+    p.add_argument("command", choices=["list", "run", "report", "memory", "throughput", "precision", "_memory"])
     p.add_argument("cells", nargs="*")
     p.add_argument("--results", default=RESULTS)
     p.add_argument("--epochs", type=int, default=None, help="override n_epochs (a short check)")
@@ -289,6 +360,8 @@ def main():
         memory(args.results, args.dim, args.batch)
     elif args.command == "throughput":
         throughput(args.results, args.rounds, args.steps_ns, args.steps_all)
+    elif args.command == "precision":
+        precision(args.results, args.rounds, args.steps_all * 3, [0, 1, 2])
     else:
         n, dim, batch = (int(x) for x in args.cells)
         print(json.dumps(_memory_child(n, dim, batch)))

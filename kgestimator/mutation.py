@@ -89,7 +89,9 @@ def mutate(pos, neg, mask):
 
 def _bilinear_mutated(q, pos, neg, mask):
     """Bilinear scores ``(C, c, N)`` against mutated candidates: ``q . ((1 - m) * neg) + (q * pos) . m``."""
-    kept = neg.masked_fill(mask, 0.0)
+    # a product with the bool mask: one pass forward and one backward, where masked_fill copies and
+    # then fills (and again for its gradient): 25-33 against 63-70 ms on 1vsAll's (14,505, 200) table
+    kept = neg * ~mask
     return torch.bmm(q, kept.transpose(1, 2)) + torch.matmul(q * pos, mask.to(neg.dtype).transpose(-1, -2))
 
 
