@@ -95,6 +95,8 @@ METHODS = {
     "uni_emu_t12": {"sampler": "uniform", "emu": True, "alpha": 0.11, "mutation_ratio": 0.086, "beta": 0.53},
     # the scripts' mutation and label with alpha 0.25 on the plain loss: what 'auto' now takes for DistMult and TransE (BENCHMARKS.md §8)
     "uni_emu_a025": {"sampler": "uniform", "emu": True, "alpha": 0.25, "mutation_ratio": 0.61, "beta": 0.53},
+    # SAN with what emu=True ('auto') takes for DistMult and TransE
+    "san_emu_a025": {"sampler": "san", "emu": True, "alpha": 0.25, "mutation_ratio": 0.61, "beta": 0.53},
     # Tables 13 and 2 around Table 12's setting, whose MRR (0.333) is the paper's DistMult EMU value
     "no_uls_t12": {"sampler": "uniform", "emu": True, "uls": False, "alpha": 0.11, "mutation_ratio": 0.086},
     "no_mut_t12": {"sampler": "uniform", "emu": "ls_only", "alpha": 0.11, "beta": 0.53},

@@ -26,14 +26,20 @@ Translations, and where they are approximate:
   penalises moduli, LibKGE's L3 raw coordinates; at these weights the penalty
   is negligible either way.
 * LibKGE's FB15k-237 negative sampling draws 255 (DistMult) / 529 (ComplEx)
-  heads and 402 / 1000 tails for every triple; ours corrupts one side per step
-  with the larger count for both.
+  heads and 402 / 1000 tails for every triple: here
+  ``sampler=UniformSampler(corrupt='both')`` corrupts both sides of every triple
+  in every step, with the larger count for both. (Before 2026-12-02 these
+  presets corrupted one side per step, half of LibKGE's training signal an
+  epoch; BENCHMARKS.md §10 has both.) LibKGE draws negatives per positive; ours
+  are shared by chunks of ``neg_chunk_size`` positives.
 * kbc's batch of 100 queries is 50 triples here: 1vsAll asks both directions of
   each triple in the same step.
 * kbc's normal init of std 1e-3 becomes uniform with the same std (``init_scale = 1e-3 * sqrt(3)``).
 """
 
 import math
+
+from .samplers import UniformSampler
 
 _PLATEAU = {"factor": 0.95, "threshold": 1e-4}
 _LIBKGE = dict(optimizer="adagrad", lr_scheduler="plateau", eval_every=5, early_stopping=True, patience=10,
@@ -42,11 +48,13 @@ _LIBKGE = dict(optimizer="adagrad", lr_scheduler="plateau", eval_every=5, early_
 PRESETS = {
     "libkge-fb15k237-distmult": dict(
         _LIBKGE, model="distmult", dim=256, reciprocal=True, training="negative_sampling", loss="ce",
+        sampler=UniformSampler(corrupt="both"),
         n_negatives=402, batch_size=1024, learning_rate=0.15953749294870845,
         lr_scheduler_params={**_PLATEAU, "patience": 6}, dropout=(0.4196834675552332, 0.40971036404279193),
         regularizer="n3", reg_weight=1.408318976944572e-09 / 3, model_params={"init_scale": 0.9352212163936202}),
     "libkge-fb15k237-complex": dict(
         _LIBKGE, model="complex", dim=128, reciprocal=True, training="negative_sampling", loss="ce",
+        sampler=UniformSampler(corrupt="both"),
         n_negatives=1000, batch_size=1024, learning_rate=0.18255429345236635,
         lr_scheduler_params={**_PLATEAU, "patience": 7}, dropout=(0.5, 0.22684140529516872),
         regularizer="n3", reg_weight=6.7041002019034085e-09 / 3, model_params={"init_scale": 0.8328168489829233}),

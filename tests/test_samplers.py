@@ -51,3 +51,40 @@ def test_make_sampler_validates():
         make_sampler(object())
     original = BernoulliSampler()
     assert make_sampler(original) is not original
+
+
+class _Recording(UniformSampler):
+    """Uniform negatives that log the side of every draw (class-level: the estimator clones samplers)."""
+
+    drawn = []
+
+    def sample(self, batch, side, n_chunks, n_negatives, generator):
+        _Recording.drawn.append((side, batch.shape[0]))
+        return super().sample(batch, side, n_chunks, n_negatives, generator)
+
+
+@pytest.mark.parametrize("corrupt, sides", [("alternate", ["tail", "head", "tail"]),
+                                            ("both", ["tail", "head"] * 3)])
+def test_corrupt_both_sides_every_step(corrupt, sides):
+    from kgestimator import KGEmbedder, make_kg
+
+    kg = make_kg(n_entities=40, n_relations=8, n_triples=300, random_state=0)
+    _Recording.drawn = []
+    KGEmbedder(model="distmult", dim=8, n_negatives=5, batch_size=len(kg.train), max_steps=3,
+               sampler=_Recording(corrupt=corrupt), random_state=0).fit(kg.train)
+    assert [side for side, _ in _Recording.drawn] == sides
+    # every positive of the batch is corrupted on each side drawn
+    assert {n for _, n in _Recording.drawn} == {len(kg.train)}
+
+
+def test_corrupt_is_validated_and_both_trains():
+    from kgestimator import KGEmbedder, make_kg
+
+    kg = make_kg(n_entities=60, n_relations=8, n_triples=900, random_state=1)
+    with pytest.raises(ValueError, match="'corrupt' parameter of UniformSampler"):
+        KGEmbedder(sampler=UniformSampler(corrupt="tails"), n_epochs=1).fit(kg.train)
+    est = KGEmbedder(model="distmult", dim=16, n_epochs=30, learning_rate=0.05, batch_size=128,
+                     sampler=UniformSampler(corrupt="both"), random_state=0, n_threads=1).fit(kg.train)
+    # one step leaves the test MRR at 0.075; 30 epochs of both sides reach 0.49 (alternating: 0.48)
+    assert est.score(kg.test) > 0.3
+    assert est.get_params()["sampler"].corrupt == "both"
