@@ -166,7 +166,7 @@ def report(results):
         if fname.endswith(".json"):
             with open(os.path.join(results, fname)) as fh:
                 r = json.load(fh)
-            if "params" in r:  # memory.json and other measurements share the folder
+            if "params" in r and "test" in r:  # memory.json, stopped runs and other records share the folder
                 rows.append(r)
     print("| cell | dataset | model | dim | regime | test MRR | H@10 | today's best | steps | epochs | "
           "training time | seed |")

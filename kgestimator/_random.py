@@ -1,8 +1,8 @@
 """Bernoulli masks (EMU's mutation masks, embedding dropout) from 16-bit uniforms.
 
 ``torch.rand(shape) < p`` draws one float per element; on a CPU that costs about
-10 ns an element (17 ms for the 1.7M coordinates a LibKGE-style dropout step
-drops on FB15k-237, a quarter of the step). Here one 64-bit draw gives four
+10 ns an element (17 ms for the 1.7M coordinates one side of a LibKGE-style
+dropout step drops on FB15k-237: a quarter of that step in a profile). Here one 64-bit draw gives four
 16-bit uniforms, each compared with ``p`` rounded to a multiple of ``2**-16``:
 about a quarter of the generator's calls and one comparison pass
 (``benchmarks/bench_bernoulli.py``). The rounding moves a probability by at most
