@@ -77,7 +77,7 @@ def _path(results, name, tag):
 
 
 def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0, eval_every=None,
-             max_steps=None, neg_chunk_size=None):
+             max_steps=None, neg_chunk_size=None, mixed_precision=False):
     from kgestimator import KGEmbedder
 
     out = _path(results, name, tag)
@@ -95,6 +95,8 @@ def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0
         params["max_steps"] = max_steps
     if neg_chunk_size is not None:
         params["neg_chunk_size"] = neg_chunk_size
+    if mixed_precision:
+        params["mixed_precision"] = True
     ckpt = os.path.join(results, "ckpt", f"{name}{'@' + tag if tag else ''}")
     data = benchmark_graph(dataset)
     est = KGEmbedder(**params, checkpoint_dir=ckpt, checkpoint_every=checkpoint_steps)
@@ -341,6 +343,8 @@ def main():
     p.add_argument("--eval-every", type=int, default=None, help="override eval_every (epochs)")
     p.add_argument("--max-steps", type=int, default=None, help="a step budget instead of the epochs (a short check)")
     p.add_argument("--neg-chunk-size", type=int, default=None, help="override neg_chunk_size (use with --tag)")
+    p.add_argument("--mixed-precision", action="store_true",
+                   help="bfloat16 autocast (mixed_precision=True; use with --tag)")
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--rounds", type=int, default=3)
@@ -356,7 +360,7 @@ def main():
             sys.exit(f"unknown or no cells {unknown}; see `python {sys.argv[0]} list`")
         for name in args.cells:
             run_cell(name, args.results, args.epochs, args.tag, args.checkpoint_steps, args.seed, args.eval_every,
-                     args.max_steps, args.neg_chunk_size)
+                     args.max_steps, args.neg_chunk_size, args.mixed_precision)
     elif args.command == "report":
         report(args.results)
     elif args.command == "memory":
