@@ -445,8 +445,8 @@ class KGEmbedder(BaseEstimator):
         cfg = self._train_config(fit_params, emu_params, labels.shape[0], device)
         parts = self._encode_data(labels, self._validation_labels(labels, valid, random_state), device, cfg)
         if valid_filter is not None:
-            ids, known, _ = _encode(valid_filter, parts.entities, parts.relations, device, name="valid_filter")
-            parts.valid_filter_ids = ids[torch.as_tensor(known, device=device)]
+            parts.valid_filter_ids = _encode_known(valid_filter, parts.entities, parts.relations, device,
+                                                   "valid_filter")
         del labels  # label arrays can be hundreds of MB (fixed-width unicode); training needs only ids
         self._build_parts(parts, random_state, device)
         fit_ids, sync = parts.train_ids, None
@@ -532,8 +532,7 @@ class KGEmbedder(BaseEstimator):
         parts = _FitParts(entities, relations, device, _encode_strict(labels, entities, relations, device))
         parts.host_need = need if device.type == "cpu" else 0
         if valid_labels is not None:
-            ids, known, _ = _encode(valid_labels, entities, relations, device, name="valid")
-            parts.valid_ids = ids[torch.as_tensor(known, device=device)]
+            parts.valid_ids = _encode_known(valid_labels, entities, relations, device, "valid")
         parts.known_ids = parts.train_ids if parts.valid_ids is None else torch.cat([parts.train_ids,
                                                                                      parts.valid_ids])
         return parts
@@ -1224,6 +1223,12 @@ def _encode(X, entities, relations, device, n_columns=3, name="X"):
     ids = np.stack([c[0] for c in cols], 1)
     known = np.logical_and.reduce([c[1] for c in cols])
     return torch.as_tensor(ids, dtype=torch.long, device=device), known, labels
+
+
+def _encode_known(X, entities, relations, device, name):
+    """Ids of the triples of ``X`` whose labels are all in the vocabularies (the others are left out)."""
+    ids, known, _ = _encode(X, entities, relations, device, name=name)
+    return ids[torch.as_tensor(known, device=device)]
 
 
 def _encode_strict(X, entities, relations, device, n_columns=3, name="X"):
