@@ -358,6 +358,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps-ns", type=int, default=40)
     p.add_argument("--steps-all", type=int, default=10)
+    p.add_argument("--steps-precision", type=int, default=30,
+                   help="steps timed in each precision round (the kbc ComplEx step)")
     args = p.parse_args()
     if args.command == "list":
         for name, (ds, params) in _cells().items():
@@ -376,7 +378,7 @@ def main():
     elif args.command == "throughput":
         throughput(args.results, args.rounds, args.steps_ns, args.steps_all)
     elif args.command == "precision":
-        precision(args.results, args.rounds, args.steps_all * 3, [0, 1, 2])
+        precision(args.results, args.rounds, args.steps_precision, [0, 1, 2])
     else:
         n, dim, batch = (int(x) for x in args.cells)
         print(json.dumps(_memory_child(n, dim, batch)))
