@@ -77,7 +77,7 @@ def _path(results, name, tag):
 
 
 def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0, eval_every=None,
-             max_steps=None, neg_chunk_size=None, mixed_precision=False, valid_filter_test=False):
+             max_steps=None, neg_chunk_size=None, mixed_precision=False, valid_filter_test=False, overrides=None):
     from kgestimator import KGEmbedder
 
     out = _path(results, name, tag)
@@ -97,6 +97,7 @@ def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0
         params["neg_chunk_size"] = neg_chunk_size
     if mixed_precision:
         params["mixed_precision"] = True
+    params.update(overrides or {})
     ckpt = os.path.join(results, "ckpt", f"{name}{'@' + tag if tag else ''}")
     data = benchmark_graph(dataset)
     est = KGEmbedder(**params, checkpoint_dir=ckpt, checkpoint_every=checkpoint_steps)
@@ -337,6 +338,17 @@ def precision(results, rounds, steps, seeds):
                             "protocol cells, fp32 vs mixed_precision=True"})
 
 
+def _override(text):
+    """``'alpha=0.5'`` -> ``('alpha', 0.5)``; a value that is not JSON stays a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes PARAM=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["list", "run", "report", "memory", "throughput", "precision", "_memory"])
@@ -353,6 +365,9 @@ def main():
                    help="bfloat16 autocast (mixed_precision=True; use with --tag)")
     p.add_argument("--valid-filter-test", action="store_true",
                    help="select on validation MRR filtered with the test triples too (LibKGE, kbc; use with --tag)")
+    p.add_argument("--set", action="append", default=[], metavar="PARAM=VALUE", type=_override,
+                   help="override one KGEmbedder parameter of the cell (VALUE read as JSON, else a string; "
+                        "repeatable; use with --tag), e.g. --set alpha=1.0")
     p.add_argument("--dim", type=int, default=100)
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--rounds", type=int, default=3)
@@ -370,7 +385,8 @@ def main():
             sys.exit(f"unknown or no cells {unknown}; see `python {sys.argv[0]} list`")
         for name in args.cells:
             run_cell(name, args.results, args.epochs, args.tag, args.checkpoint_steps, args.seed, args.eval_every,
-                     args.max_steps, args.neg_chunk_size, args.mixed_precision, args.valid_filter_test)
+                     args.max_steps, args.neg_chunk_size, args.mixed_precision, args.valid_filter_test,
+                     dict(args.set))
     elif args.command == "report":
         report(args.results)
     elif args.command == "memory":

@@ -114,3 +114,19 @@ def test_nbfnet_steps_run_under_autocast_too(monkeypatch):
     assert seen and set(seen) == {True}
     assert all(p.dtype == torch.float32 for p in est.model_.parameters())
     assert np.isfinite(est.history_[-1]["loss"]) and np.isfinite(est.score_samples(kg.test)).all()
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_cpu_without_bfloat16_products_gets_a_warning(kg, monkeypatch, native):
+    import warnings
+
+    from kgestimator import _utils
+    monkeypatch.setattr(_utils, "cpu_has_bf16_products", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        KGEmbedder(**FAST, mixed_precision=True, device="cpu", random_state=0).fit(kg.train)
+        KGEmbedder(**FAST, mixed_precision=False, device="cpu", random_state=0).fit(kg.train)
+    slow = [w for w in caught if "without bfloat16 matrix instructions" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
+    # it names the user's call, not a frame inside the library
+    assert all(w.filename == __file__ for w in slow)

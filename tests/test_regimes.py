@@ -265,3 +265,31 @@ def test_nbfnet_trains_in_1vsall_with_emu():
                      n_epochs=2, batch_size=4, random_state=0).fit(GRAPH)
     assert np.isfinite(est.history_[-1]["loss"])
     assert 0 < est.score(GRAPH) <= 1
+
+
+def _regimes_script():
+    import os
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "regimes.py")
+
+
+def test_regimes_script_set_overrides_a_cell_parameter(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from kgestimator.data import dataset_dir
+    try:
+        dataset_dir("nations")
+    except FileNotFoundError:
+        pytest.skip("../shared/datasets/nations not found (set KGESTIMATOR_DATA)")
+    cmd = [sys.executable, _regimes_script(), "run", "nations-distmult-1vsall-emu", "--epochs", "1",
+           "--results", str(tmp_path), "--tag", "t", "--set", "beta=0.01", "--set", "alpha=1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "nations-distmult-1vsall-emu@t.json").read_text())
+    assert record["params"]["beta"] == 0.01 and record["params"]["alpha"] == 1
+    # the fitted estimator used them: EMU's resolved values, not the cell's 'auto' ones
+    assert record["emu_params"] == {"alpha": 1.0, "mutation_ratio": pytest.approx(0.61), "beta": 0.01}
+
+    bad = subprocess.run(cmd[:-2] + ["--set", "beta"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "--set takes PARAM=VALUE, got 'beta'" in bad.stderr
