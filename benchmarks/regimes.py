@@ -77,7 +77,8 @@ def _path(results, name, tag):
 
 
 def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0, eval_every=None,
-             max_steps=None, neg_chunk_size=None, mixed_precision=False, valid_filter_test=False, overrides=None):
+             max_steps=None, valid_filter_test=False, overrides=None):
+    """Train and record one cell; ``overrides`` replace cell parameters (``--set``, ``--mixed-precision``, ...)."""
     from kgestimator import KGEmbedder
 
     out = _path(results, name, tag)
@@ -93,10 +94,6 @@ def run_cell(name, results, epochs=None, tag=None, checkpoint_steps=2000, seed=0
         params["eval_every"] = eval_every
     if max_steps is not None:
         params["max_steps"] = max_steps
-    if neg_chunk_size is not None:
-        params["neg_chunk_size"] = neg_chunk_size
-    if mixed_precision:
-        params["mixed_precision"] = True
     params.update(overrides or {})
     ckpt = os.path.join(results, "ckpt", f"{name}{'@' + tag if tag else ''}")
     data = benchmark_graph(dataset)
@@ -380,13 +377,18 @@ def main():
         for name, (ds, params) in _cells().items():
             print(f"{name}: {ds} {json.dumps(params, default=str)}")
     elif args.command == "run":
+        # the older flags are shorthands of --set
+        overrides = dict(args.set)
+        if args.neg_chunk_size is not None:
+            overrides.setdefault("neg_chunk_size", args.neg_chunk_size)
+        if args.mixed_precision:
+            overrides.setdefault("mixed_precision", True)
         unknown = sorted(set(args.cells) - set(_cells()))
         if unknown or not args.cells:
             sys.exit(f"unknown or no cells {unknown}; see `python {sys.argv[0]} list`")
         for name in args.cells:
             run_cell(name, args.results, args.epochs, args.tag, args.checkpoint_steps, args.seed, args.eval_every,
-                     args.max_steps, args.neg_chunk_size, args.mixed_precision, args.valid_filter_test,
-                     dict(args.set))
+                     args.max_steps, args.valid_filter_test, overrides)
     elif args.command == "report":
         report(args.results)
     elif args.command == "memory":

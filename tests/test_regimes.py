@@ -1,6 +1,10 @@
 """1vsAll / KvsAll training, reciprocal relations, dropout, learning-rate schedules, presets (issue 16)."""
 
+import json
+import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -8,10 +12,13 @@ import torch
 
 from kgestimator import PRESETS, KGEmbedder
 from kgestimator import lcwa
+from kgestimator.data import dataset_dir
 from kgestimator.lcwa import LCWAStep, kvsall_rows
 from kgestimator.models import make_model
 from kgestimator.schedules import LRSchedule, check_schedule
 from conftest import train_config
+
+REGIMES_SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "regimes.py")
 
 # a 5-entity graph: entities e0..e4, relations r0, r1
 GRAPH = np.array([["e0", "r0", "e1"], ["e0", "r0", "e2"], ["e1", "r1", "e3"], ["e2", "r0", "e4"],
@@ -267,22 +274,12 @@ def test_nbfnet_trains_in_1vsall_with_emu():
     assert 0 < est.score(GRAPH) <= 1
 
 
-def _regimes_script():
-    import os
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "regimes.py")
-
-
 def test_regimes_script_set_overrides_a_cell_parameter(tmp_path):
-    import json
-    import subprocess
-    import sys
-
-    from kgestimator.data import dataset_dir
     try:
         dataset_dir("nations")
     except FileNotFoundError:
         pytest.skip("../shared/datasets/nations not found (set KGESTIMATOR_DATA)")
-    cmd = [sys.executable, _regimes_script(), "run", "nations-distmult-1vsall-emu", "--epochs", "1",
+    cmd = [sys.executable, REGIMES_SCRIPT, "run", "nations-distmult-1vsall-emu", "--epochs", "1",
            "--results", str(tmp_path), "--tag", "t", "--set", "beta=0.01", "--set", "alpha=1"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
