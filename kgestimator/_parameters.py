@@ -203,7 +203,8 @@ PARAMETERS = {
         "of queries), or L3 / squared L2 over the full tables (LibKGE's unweighted ``lp``)."),
     "reg_weight": Parameter(
         "float", (_WEIGHT,),
-        "Regularisation weight."),
+        "Regularisation weight. With ``emu=True`` the regulariser is scaled by ``alpha`` with the vanilla "
+        "loss, so a weight tuned without EMU keeps its strength against the data term."),
     "training": Parameter(
         "{'negative_sampling', '1vsall', 'kvsall'}", (options(TRAININGS),),
         "How a step scores candidates.",

@@ -244,6 +244,23 @@ def test_regularizer_changes_the_loss(kg):
     assert reg.history_[0]["loss"] > plain.history_[0]["loss"]
 
 
+@pytest.mark.parametrize("training", ["negative_sampling", "1vsall"])
+@pytest.mark.parametrize("regularizer", ["l2", "n3"])
+def test_emu_weights_the_regularizer_by_alpha(kg, training, regularizer):
+    # the first step's loss: the regulariser's share is reg_weight * R without EMU and
+    # alpha * reg_weight * R with it (R is the same at the shared initialisation)
+    def first_loss(**options):
+        return KGEmbedder(**{**FAST, "n_epochs": 1}, max_steps=1, training=training, random_state=0,
+                          **options).fit(kg.train).history_[0]["loss"]
+
+    reg = dict(regularizer=regularizer, reg_weight=0.5)
+    plain = first_loss(**reg) - first_loss()
+    emu = dict(emu=True, alpha=0.25, mutation_ratio=0.5, beta=0.5)
+    with_emu = first_loss(**emu, **reg) - first_loss(**emu)
+    assert plain > 0
+    assert with_emu == pytest.approx(0.25 * plain, rel=1e-3)
+
+
 def test_max_steps_overrides_epochs(kg):
     est = KGEmbedder(**{**FAST, "n_epochs": 100}, max_steps=7, random_state=0).fit(kg.train)
     assert est.history_[-1]["step"] == 7
