@@ -116,6 +116,24 @@ def test_examples_exist():
             "plot_optuna_search.py"} <= names
 
 
+def test_training_regimes_example_says_what_its_table_says(monkeypatch, capsys, one_thread):
+    monkeypatch.setenv("KGESTIMATOR_EXAMPLE_FAST", "1")
+    path = next(p for p in EXAMPLES if p.name == "plot_training_regimes.py")
+    runpy.run_path(str(path), run_name="__main__")
+    out = capsys.readouterr().out
+    row = re.compile(r"^\s*(\S.*?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$")
+    mrr = {m.group(1): float(m.group(2)) for m in map(row.match, out.splitlines()) if m}
+    assert list(mrr) == ["sampled", "1vsAll", "1vsAll + N3", "1vsAll + EMU", "1vsAll + N3 + EMU"]
+    best = max(mrr, key=mrr.get)
+    assert f"best here: {best} ({mrr[best]:.3f})" in out
+    stacked = "EMU did at least as well without N3" in out
+    assert stacked == (mrr["1vsAll + EMU"] >= mrr["1vsAll + N3 + EMU"])
+    # a verdict per comparison, its direction from the table (ties within 0.01)
+    gain = mrr["1vsAll + EMU"] - mrr["1vsAll"]
+    word = "beat" if gain > 0.01 else "lost" if gain < -0.01 else "tied"
+    assert f"1vsAll + EMU {word} 1vsAll" in out
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
 def test_example_runs(path, monkeypatch, capsys, one_thread, tmp_path):
     monkeypatch.setenv("KGESTIMATOR_EXAMPLE_FAST", "1")
