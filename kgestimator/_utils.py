@@ -1,10 +1,13 @@
 """Small helpers: device choice, seeding, compiling."""
 
 import numbers
+import os
+import sys
 import warnings
 
 import numpy as np
 import torch
+import sklearn.utils as sklearn_utils
 from sklearn.utils import check_random_state
 
 
@@ -37,6 +40,31 @@ def resolve_device(device):
     return dev
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+#: frames between a user's call and ours that are not the user's line: scikit-learn's method
+#: wrappers (``set_output``, ``available_if``) and the standard library's decorators
+_WRAPPER_DIRS = tuple(os.path.join(os.path.dirname(os.path.abspath(m.__file__)), "") for m in (sklearn_utils,))
+_WRAPPER_FILES = ("contextlib.py", "functools.py")
+
+
+def _is_library_frame(filename):
+    return (filename.startswith(_PACKAGE_DIR + os.sep) or filename.startswith(_WRAPPER_DIRS)
+            or os.path.basename(filename) in _WRAPPER_FILES)
+
+
+def warn_at_caller(message, category=UserWarning):
+    """``warnings.warn`` attributed to the first frame outside kgestimator and the wrappers around it.
+
+    A fixed ``stacklevel`` names the right line only on the call path it was
+    counted for; ``fit``, ``fit_transform`` (through scikit-learn's ``set_output``
+    wrapper) and ``GridSearchCV`` reach the same check through different depths.
+    """
+    frame, level = sys._getframe(1), 2  # stacklevel 2 is warn_at_caller's caller
+    while frame.f_back is not None and _is_library_frame(frame.f_code.co_filename):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
+
+
 def resolve_mixed_precision(setting, device):
     """Whether training steps run under bfloat16 autocast on ``device`` (``mixed_precision``).
 
@@ -55,9 +83,9 @@ def resolve_mixed_precision(setting, device):
                          f"{device}; use mixed_precision=False or 'auto'.")
     if setting and device.type == "cpu" and not cpu_has_bf16_products():
         # measured on an AVX2-only 2-core EPYC: the kbc DistMult step on FB15k-237, 17 ms in float32, 243 ms here
-        warnings.warn("mixed_precision=True on a CPU without bfloat16 matrix instructions (AVX-512 BF16 or "
-                      "AMX): the products are emulated and a training step can be 10x slower than in float32; "
-                      "use mixed_precision=False on this machine.", UserWarning, stacklevel=6)
+        warn_at_caller("mixed_precision=True on a CPU without bfloat16 matrix instructions (AVX-512 BF16 or "
+                       "AMX): the products are emulated and a training step can be 10x slower than in float32; "
+                       "use mixed_precision=False on this machine.")
     return bool(setting)
 
 

@@ -18,7 +18,6 @@ a run's folder.
 import hashlib
 import json
 import os
-import warnings
 
 try:  # POSIX
     import fcntl
@@ -29,6 +28,7 @@ except ImportError:  # pragma: no cover - Windows
 import torch
 
 from ._container import read_payload, write_container
+from ._utils import warn_at_caller
 
 FORMAT = "kgestimator-checkpoint"
 FORMAT_VERSION = 1
@@ -140,8 +140,8 @@ class Checkpointer:
         except OSError as exc:
             held = fcntl is None or isinstance(exc, BlockingIOError)
             if not held:  # a file system without locks (some network mounts): go on, and say so
-                warnings.warn(f"Could not lock the checkpoint folder {self.directory} ({exc}); a second "
-                              "concurrent fit of this run would not be detected.", RuntimeWarning, stacklevel=4)
+                warn_at_caller(f"Could not lock the checkpoint folder {self.directory} ({exc}); a second "
+                               "concurrent fit of this run would not be detected.", RuntimeWarning)
                 self._lock = fh
                 return
             fh.close()

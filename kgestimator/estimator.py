@@ -20,7 +20,7 @@ from . import persistence
 from .losses import LOSSES as LOSS_FUNCTIONS
 from .losses import describe as describe_loss
 from ._progress import epoch_progress, logger
-from ._utils import make_generator, resolve_device, to_numpy
+from ._utils import make_generator, resolve_device, to_numpy, warn_at_caller
 from .callbacks import CallbackRunner, check_callbacks
 from .checkpoint import Checkpointer, fingerprint
 from .evaluation import EvaluationCache, digest, evaluate_ranks, query_batch_size, score_all
@@ -478,7 +478,7 @@ class KGEmbedder(BaseEstimator):
                 yield run.hooks.wrap(progress) if main else None
         except TrainingInterrupted as stop:
             self._set_fitted(_fitted(run, stop.history))
-            warnings.warn(str(stop), UserWarning, stacklevel=4)  # at the caller of fit
+            warn_at_caller(str(stop))
             run.hooks.end()
         except NonFiniteLossError as err:
             diverged = self._diverged(err, _fitted(run, err.history) if err.weights_kept else None, run.checkpoint)
@@ -563,9 +563,8 @@ class KGEmbedder(BaseEstimator):
         valid_ids = parts.valid_ids
         if valid_ids is None or not valid_ids.shape[0]:
             if self.early_stopping:
-                warnings.warn("early_stopping is on but no validation triple has its entities and relation in "
-                              "the training triples; training runs every epoch without early stopping.",
-                              UserWarning, stacklevel=3)
+                warn_at_caller("early_stopping is on but no validation triple has its entities and relation in "
+                               "the training triples; training runs every epoch without early stopping.")
             return None
         known = parts.known_ids if parts.valid_filter_ids is None else torch.cat([parts.known_ids,
                                                                                  parts.valid_filter_ids])

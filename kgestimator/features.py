@@ -30,14 +30,13 @@ that it never saw the target facts.
 """
 
 import numbers
-import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 
 from . import data as kgdata
-from ._utils import check_choice, to_numpy
+from ._utils import check_choice, to_numpy, warn_at_caller
 from .models import is_path_based
 
 __all__ = ["EntityEmbeddingTransformer"]
@@ -387,6 +386,6 @@ def _target_relations(graph, X, y):
     hit = np.array([(h, t) in pairs or (t, h) in pairs for h, t in zip(heads, tails)], dtype=bool)
     found = {str(r) for r in graph[hit, 1]}
     if found:
-        warnings.warn(f"relation(s) {sorted(found)} link the rows' entities to their targets; they are left "
-                      "out of the embedder's training graph (dropped_relations_).", UserWarning, stacklevel=3)
+        warn_at_caller(f"relation(s) {sorted(found)} link the rows' entities to their targets; they are left "
+                       "out of the embedder's training graph (dropped_relations_).")
     return found

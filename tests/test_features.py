@@ -184,9 +184,14 @@ def test_transformer_fitted_on_graph_drops_target_relations(small_kg):
     graph = np.concatenate([small_kg.train.astype(str), target_facts])
     emb = KGEmbedder(**FAST, random_state=0)
     X = rows.reshape(-1, 1)
-    with pytest.warns(UserWarning, match="target_of"):
+    with pytest.warns(UserWarning, match="target_of") as caught:
         t = EntityEmbeddingTransformer(emb, graph=graph).fit(X, targets)
     assert list(t.dropped_relations_) == ["target_of"]
+    # attributed to the caller's line whichever entry point reached the check
+    with pytest.warns(UserWarning, match="target_of") as caught_too:
+        EntityEmbeddingTransformer(emb, graph=graph).fit_transform(X, targets)
+    for record in (caught, caught_too):
+        assert [w.filename for w in record if "target_of" in str(w.message)] == [__file__]
     assert "target_of" not in set(t.embedder_.relations_)
     assert "group_a" not in set(t.embedder_.entities_)
     assert t.transform(X).shape == (20, FAST["dim"])
