@@ -43,12 +43,12 @@ def resolve_device(device):
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 #: frames between a user's call and ours that are not the user's line: scikit-learn's method
 #: wrappers (``set_output``, ``available_if``) and the standard library's decorators
-_WRAPPER_DIRS = tuple(os.path.join(os.path.dirname(os.path.abspath(m.__file__)), "") for m in (sklearn_utils,))
+_SKLEARN_UTILS_DIR = os.path.dirname(os.path.abspath(sklearn_utils.__file__)) + os.sep
 _WRAPPER_FILES = ("contextlib.py", "functools.py")
 
 
 def _is_library_frame(filename):
-    return (filename.startswith(_PACKAGE_DIR + os.sep) or filename.startswith(_WRAPPER_DIRS)
+    return (filename.startswith(_PACKAGE_DIR + os.sep) or filename.startswith(_SKLEARN_UTILS_DIR)
             or os.path.basename(filename) in _WRAPPER_FILES)
 
 
