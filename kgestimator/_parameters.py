@@ -28,7 +28,7 @@ from sklearn.utils._param_validation import HasMethods
 from ._constraints import Range, Rule, accepts, describe, options
 from .callbacks import HOOKS, is_callback
 from .lcwa import TRAININGS
-from .losses import LOSSES
+from .losses import LOSSES, REGULARIZERS
 from .models import MODELS
 from .mutation import EMU_MASKS
 from .samplers import SAMPLERS
@@ -197,7 +197,7 @@ PARAMETERS = {
         "``alpha`` of the self-adversarial weights ``softmax(alpha * s_neg)`` (``'self_adversarial'`` and "
         "``'bce'``; NBFNet's temperature ``T`` is ``1 / alpha``)."),
     "regularizer": Parameter(
-        "{None, 'n3', 'l3', 'l2'}", (options(("n3", "l3", "l2")), None),
+        "{None, 'n3', 'l3', 'l2'}", (options(REGULARIZERS), None),
         "N3 over the batch's factors (Lacroix et al. 2018; frequency-weighted as in kbc and LibKGE's "
         "``weighted: True``: an entity is penalised once per occurrence in the step, divided by the number "
         "of queries), or L3 / squared L2 over the full tables (LibKGE's unweighted ``lp``)."),

@@ -151,8 +151,10 @@ def regularization(cfg, model, loss, factors, n_rows):
     if cfg.regularizer is None:
         return loss
     weight = cfg.reg_weight * (cfg.alpha if cfg.emu else 1.0)
-    if cfg.regularizer == "n3":
-        return loss + weight * n3(factors, n_rows)
-    if cfg.regularizer == "l3":
-        return loss + weight * l3_full(model)
-    return loss + weight * l2_full(model)
+    return loss + weight * REGULARIZERS[cfg.regularizer](model, factors, n_rows)
+
+
+#: ``regularizer`` name -> ``R(model, factors, n_rows)``: N3 over the step's factors, L3/L2 over the tables
+REGULARIZERS = {"n3": lambda model, factors, n_rows: n3(factors, n_rows),
+                "l3": lambda model, factors, n_rows: l3_full(model),
+                "l2": lambda model, factors, n_rows: l2_full(model)}
