@@ -127,18 +127,16 @@ def run(args):
         data = None
         for model in args.models:
             for setting in args.settings:
-                # a setting that trains exactly like an earlier one (Table 5 is the scripts' setting for
-                # TransE and RotatE) shares its cells instead of training them again
-                earlier = list(SETTINGS)[:list(SETTINGS).index(setting)]
-                twin = next((s for s in earlier if concrete(model, s) == concrete(model, setting)), None)
+                # a setting that trains exactly like another (Table 5 is the scripts' setting for TransE
+                # and RotatE; 'auto' is one of the named settings) shares its cell when that one exists
+                twins = [s for s in SETTINGS if s != setting and concrete(model, s) == concrete(model, setting)]
                 for seed in args.seeds:
                     path = cell_path(dataset, model, setting, seed, args.config)
                     if os.path.exists(path):
                         continue
+                    twin_paths = [(s, cell_path(dataset, model, s, seed, args.config)) for s in twins]
+                    twin, twin_path = next(((s, p) for s, p in twin_paths if os.path.exists(p)), (None, None))
                     if twin is not None:
-                        twin_path = cell_path(dataset, model, twin, seed, args.config)
-                        if not os.path.exists(twin_path):
-                            continue  # runs when its twin has (same command, later)
                         record = dict(json.load(open(twin_path)), setting=setting, same_as=twin)
                         write_json(path, record)
                         continue
