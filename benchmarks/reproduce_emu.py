@@ -107,15 +107,21 @@ METHODS = {
 REFERENCE_SAMPLING = {"neg_chunk_size": 1, "emu_masks": "independent"}
 METHODS.update({f"{m}_ref": {**METHODS[m], **REFERENCE_SAMPLING}
                 for m in ("uni_emu", "san_emu", "uni_emu_t12", "uni_emu_script")})
+#: SAN with the pools the reference builds (chained random walks: a walk starts from the previous walk's
+#: endpoint, ALGORITHMS.md §9.2), which the paper's SAN rows used; plain 'san' restarts every walk at the entity
+CHAINED_WALKS = ("san_chained", "san_emu_chained")
+METHODS.update({"san_chained": METHODS["san"], "san_emu_chained": METHODS["san_emu"]})
 #: methods that take the paper's Table 5 (7 for HAKE) EMU values
-TABLE5_METHODS = ("uni_emu", "san_emu", "uni_emu_ref", "san_emu_ref")
+TABLE5_METHODS = ("uni_emu", "san_emu", "uni_emu_ref", "san_emu_ref", "san_emu_chained")
 #: the best-performing alternative to the 'auto' (Table 5) EMU setting, per model, in the headline plot
 EMU_ALT = {"distmult": "uni_emu_t12", "complex": "uni_emu_script"}
 #: the candidate EMU settings of docs/algorithms.md §5.9, compared in the report
 EMU_SETTINGS = ("uni_emu", "uni_emu_t12", "uni_emu_script")
 #: the same with the reference's exact sampling, in the report's budget curve where they were run
 REF_SETTINGS = tuple(f"{m}_ref" for m in EMU_SETTINGS)
-BASELINES = ("uni", "san")
+BASELINES = ("uni", "san", "san_chained")
+#: the SAN methods of the budget curve, judged against the paper's SAN rows
+SAN_METHODS = ("san", "san_emu", *CHAINED_WALKS)
 
 #: paper values, (MRR, Hits@10): the EMU paper's Table 8 (and 2, 13 for the EMU/w/o EMU columns)
 PAPER_T8 = {
@@ -184,6 +190,10 @@ def estimator_params(c):
         # the paper's Table 5 (7 for HAKE) values, named: 'auto' has since moved to the scripts' setting
         # for DistMult and ComplEx, and these cells reproduce the tables
         params.update(EMU_PRESETS["table5"][c["model"]])
+    if c["method"] in CHAINED_WALKS:
+        from kgestimator.samplers import SANSampler
+
+        params["sampler"] = SANSampler(legacy_chained_walks=True)
     return params
 
 
@@ -482,7 +492,13 @@ def verdict(mrrs, paper):
     return f"better by {gap:.3f}" if gap > 0 else f"short by {-gap:.3f}"
 
 
-def budget_rows(get, datasets, models, seeds, methods=("uni", *EMU_SETTINGS, *REF_SETTINGS)):
+def paper_method(method):
+    """The paper's Table 8 column a method is judged against: uniform or SAN, with or without EMU."""
+    side = "san" if method in SAN_METHODS else "uni"
+    return side if method in BASELINES else f"{side}_emu"
+
+
+def budget_rows(get, datasets, models, seeds, methods=("uni", *EMU_SETTINGS, *REF_SETTINGS, *SAN_METHODS)):
     """Rows of the budget curve: per (dataset, model, method), mean ± std test MRR at each budget over
     ``seeds``, and the verdict of the largest budget run against the paper's Table 8 value."""
     rows = []
@@ -497,7 +513,7 @@ def budget_rows(get, datasets, models, seeds, methods=("uni", *EMU_SETTINGS, *RE
                         curve[budget] = mrrs
                 if not curve:
                     continue
-                paper = PAPER_T8.get((d, m), {}).get("uni" if meth in BASELINES else "uni_emu", (None,))[0]
+                paper = PAPER_T8.get((d, m), {}).get(paper_method(meth), (None,))[0]
                 judged = verdict(curve[max(curve)], paper)
                 if max(curve) < BUDGETS[-1] and paper is not None:
                     judged += f" (at {max(curve) // 1000}k)"  # the paper's figure is a 100k-step one
@@ -546,12 +562,14 @@ def report(args):
                          f"{1000 * rec['seconds_per_step']:.0f}")
                 lines.append(f"| {d} | {m} | {meth} | {ours} | {theirs} | {extra} |")
     san = [(meth, get("FB15k-237", "distmult", meth, budget=args.san_steps))
-           for meth in ("uni", "uni_emu", "san", "san_emu")]
+           for meth in ("uni", "uni_emu", *SAN_METHODS)]
     if any(rec for _, rec in san):
         lines += ["", f"#### SAN against uniform at {args.san_steps:,} steps: DistMult, FB15k-237", "",
                   "| method | ours | paper (100k steps) | fit s | ms/step |", "|---|---|---|---|---|"]
         for meth, rec in san:
-            ours, theirs = _fmt(rec, PAPER_T8[("FB15k-237", "distmult")][meth])
+            if rec is None and meth in CHAINED_WALKS:
+                continue
+            ours, theirs = _fmt(rec, PAPER_T8[("FB15k-237", "distmult")][paper_method(meth)])
             extra = "– | –" if rec is None else f"{rec['fit_seconds']:.0f} | {1000 * rec['seconds_per_step']:.0f}"
             lines.append(f"| {meth} | {ours} | {theirs} | {extra} |")
     lines += ["", "#### Which EMU setting (docs/algorithms.md §5.9)", "",

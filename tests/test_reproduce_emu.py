@@ -44,6 +44,12 @@ def test_methods_map_to_the_paper_settings():
         assert ref == reproduce_emu.estimator_params({**c, "method": method})
     assert all("emu_masks" not in p and "neg_chunk_size" not in p
                for name, p in reproduce_emu.METHODS.items() if not name.endswith("_ref"))
+    # SAN as the paper's SAN rows ran: the reference's chained walks, every other setting the 'san' cells'
+    for plain, chained in (("san", "san_chained"), ("san_emu", "san_emu_chained")):
+        ref = reproduce_emu.estimator_params({**c, "method": chained})
+        ours = reproduce_emu.estimator_params({**c, "method": plain})
+        assert ref.pop("sampler").legacy_chained_walks is True and ours.pop("sampler") == "san"
+        assert ref == ours
     # every method builds an estimator that accepts its parameters
     from kgestimator import KGEmbedder
 
@@ -65,14 +71,20 @@ def test_verdicts_use_the_seed_spread_and_a_fixed_band():
 def test_budget_rows_average_seeds_per_budget_and_judge_the_largest():
     results = {("FB15k-237", "distmult", "uni", 0, 10000): 0.29, ("FB15k-237", "distmult", "uni", 0, 100000): 0.30,
                ("FB15k-237", "distmult", "uni", 1, 100000): 0.31,
-               ("FB15k-237", "distmult", "uni_emu_t12", 0, 30000): 0.318}
+               ("FB15k-237", "distmult", "uni_emu_t12", 0, 30000): 0.318,
+               ("FB15k-237", "distmult", "san_chained", 0, 30000): 0.255,
+               ("FB15k-237", "distmult", "san_emu_chained", 0, 30000): 0.25}
 
     def get(d, m, meth, seed, budget):
         mrr = results.get((d, m, meth, seed, budget))
         return None if mrr is None else {"test": {"mrr": mrr}}
 
     rows = reproduce_emu.budget_rows(get, ["FB15k-237"], ["distmult"], [0, 1])
-    assert [(r["method"], sorted(r["curve"])) for r in rows] == [("uni", [10000, 100000]), ("uni_emu_t12", [30000])]
+    assert [(r["method"], sorted(r["curve"])) for r in rows] == [
+        ("uni", [10000, 100000]), ("uni_emu_t12", [30000]), ("san_chained", [30000]), ("san_emu_chained", [30000])]
+    # SAN rows are judged against the paper's SAN columns (0.259 without EMU, 0.282 with)
+    assert [(r["paper"], r["verdict"]) for r in rows[2:]] == [(0.259, "reproduced (at 30k)"),
+                                                             (0.282, "short by 0.032 (at 30k)")]
     assert rows[0]["curve"][100000] == [0.30, 0.31] and rows[0]["verdict"] == "reproduced"  # 0.305 vs 0.299
     assert rows[1]["paper"] == 0.332 and rows[1]["verdict"] == "short by 0.014 (at 30k)"  # judged at its largest budget
     table = "\n".join(reproduce_emu._budget_table(rows))
