@@ -95,6 +95,8 @@ METHODS = {
     "uni_emu_t12": {"sampler": "uniform", "emu": True, "alpha": 0.11, "mutation_ratio": 0.086, "beta": 0.53},
     # the scripts' mutation and label with alpha 0.25 on the plain loss: what 'auto' now takes for DistMult and TransE (BENCHMARKS.md §8)
     "uni_emu_a025": {"sampler": "uniform", "emu": True, "alpha": 0.25, "mutation_ratio": 0.61, "beta": 0.53},
+    # SAN with the released scripts' EMU setting (experiments_EMU.sh passes it to the SAN runs too)
+    "san_emu_script": {"sampler": "san", "emu": True, "alpha": 0.11, "mutation_ratio": 0.61, "beta": 0.53},
     # SAN with what emu=True ('auto') takes for DistMult and TransE
     "san_emu_a025": {"sampler": "san", "emu": True, "alpha": 0.25, "mutation_ratio": 0.61, "beta": 0.53},
     # Tables 13 and 2 around Table 12's setting, whose MRR (0.333) is the paper's DistMult EMU value
@@ -109,8 +111,8 @@ METHODS.update({f"{m}_ref": {**METHODS[m], **REFERENCE_SAMPLING}
                 for m in ("uni_emu", "san_emu", "uni_emu_t12", "uni_emu_script")})
 #: SAN with the pools the reference builds (chained random walks: a walk starts from the previous walk's
 #: endpoint, ALGORITHMS.md §9.2), which the paper's SAN rows used; plain 'san' restarts every walk at the entity
-CHAINED_WALKS = ("san_chained", "san_emu_chained")
-METHODS.update({"san_chained": METHODS["san"], "san_emu_chained": METHODS["san_emu"]})
+CHAINED_WALKS = ("san_chained", "san_emu_chained", "san_emu_script_chained")
+METHODS.update({m: METHODS[m[:-len("_chained")]] for m in CHAINED_WALKS})
 #: methods that take the paper's Table 5 (7 for HAKE) EMU values
 TABLE5_METHODS = ("uni_emu", "san_emu", "uni_emu_ref", "san_emu_ref", "san_emu_chained")
 #: the best-performing alternative to the 'auto' (Table 5) EMU setting, per model, in the headline plot
@@ -121,7 +123,7 @@ EMU_SETTINGS = ("uni_emu", "uni_emu_t12", "uni_emu_script")
 REF_SETTINGS = tuple(f"{m}_ref" for m in EMU_SETTINGS)
 BASELINES = ("uni", "san", "san_chained")
 #: the SAN methods of the budget curve, judged against the paper's SAN rows
-SAN_METHODS = ("san", "san_emu", *CHAINED_WALKS)
+SAN_METHODS = ("san", "san_emu", "san_emu_script", *CHAINED_WALKS)
 
 #: paper values, (MRR, Hits@10): the EMU paper's Table 8 (and 2, 13 for the EMU/w/o EMU columns)
 PAPER_T8 = {
@@ -567,7 +569,7 @@ def report(args):
         lines += ["", f"#### SAN against uniform at {args.san_steps:,} steps: DistMult, FB15k-237", "",
                   "| method | ours | paper (100k steps) | fit s | ms/step |", "|---|---|---|---|---|"]
         for meth, rec in san:
-            if rec is None and meth in CHAINED_WALKS:
+            if rec is None and meth not in ("uni", "uni_emu", "san", "san_emu"):
                 continue
             ours, theirs = _fmt(rec, PAPER_T8[("FB15k-237", "distmult")][paper_method(meth)])
             extra = "– | –" if rec is None else f"{rec['fit_seconds']:.0f} | {1000 * rec['seconds_per_step']:.0f}"

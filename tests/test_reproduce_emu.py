@@ -45,7 +45,8 @@ def test_methods_map_to_the_paper_settings():
     assert all("emu_masks" not in p and "neg_chunk_size" not in p
                for name, p in reproduce_emu.METHODS.items() if not name.endswith("_ref"))
     # SAN as the paper's SAN rows ran: the reference's chained walks, every other setting the 'san' cells'
-    for plain, chained in (("san", "san_chained"), ("san_emu", "san_emu_chained")):
+    for plain in ("san", "san_emu", "san_emu_script"):
+        chained = f"{plain}_chained"
         ref = reproduce_emu.estimator_params({**c, "method": chained})
         ours = reproduce_emu.estimator_params({**c, "method": plain})
         assert ref.pop("sampler").legacy_chained_walks is True and ours.pop("sampler") == "san"
