@@ -496,7 +496,7 @@ def verdict(mrrs, paper):
 
 def paper_method(method):
     """The paper's Table 8 column a method is judged against: uniform or SAN, with or without EMU."""
-    side = "san" if method in SAN_METHODS else "uni"
+    side = "san" if method.startswith("san") else "uni"
     return side if method in BASELINES else f"{side}_emu"
 
 

@@ -86,6 +86,8 @@ def test_budget_rows_average_seeds_per_budget_and_judge_the_largest():
     # SAN rows are judged against the paper's SAN columns (0.259 without EMU, 0.282 with)
     assert [(r["paper"], r["verdict"]) for r in rows[2:]] == [(0.259, "reproduced (at 30k)"),
                                                              (0.282, "short by 0.032 (at 30k)")]
+    assert [reproduce_emu.paper_method(m) for m in ("san_emu_a025", "san_emu_ref", "uni_emu_ref", "uni")] == \
+        ["san_emu", "san_emu", "uni_emu", "uni"]
     assert rows[0]["curve"][100000] == [0.30, 0.31] and rows[0]["verdict"] == "reproduced"  # 0.305 vs 0.299
     assert rows[1]["paper"] == 0.332 and rows[1]["verdict"] == "short by 0.014 (at 30k)"  # judged at its largest budget
     table = "\n".join(reproduce_emu._budget_table(rows))
