@@ -30,27 +30,23 @@ from _common import machine, write_json  # noqa: E402
 
 def encode(data):
     """Integer ids for the training entities and relations; held-out triples with unseen labels dropped."""
-    ents = np.unique(np.r_[data.train[:, 0], data.train[:, 2]])
-    rels = np.unique(data.train[:, 1])
-    ent_id = {e: i for i, e in enumerate(ents)}
-    rel_id = {r: i for i, r in enumerate(rels)}
+    from kgestimator.data import build_vocabulary, encode as encode_labels
+
+    ents, rels = build_vocabulary(data.train)
 
     def ids(triples):
-        keep = [(h in ent_id and r in rel_id and t in ent_id) for h, r, t in triples]
-        return np.array([(ent_id[h], rel_id[r], ent_id[t]) for (h, r, t), k in zip(triples, keep) if k],
-                        dtype=np.int64).reshape(-1, 3)
+        columns = [encode_labels(triples[:, j], vocab) for j, vocab in enumerate((ents, rels, ents))]
+        known = np.all([k for _, k in columns], axis=0)
+        return np.stack([i for i, _ in columns], axis=1)[known]
 
     return ids(data.train), np.concatenate([ids(data.valid), ids(data.test)]), len(ents), len(rels)
 
 
 def in_pool(indptr, indices, anchor, target):
-    """Whether each ``target`` id lies in the pool of its ``anchor`` (pools are sorted per row)."""
-    out = np.zeros(anchor.size, dtype=bool)
-    for i, (a, t) in enumerate(zip(anchor, target)):
-        row = indices[indptr[a]:indptr[a + 1]]
-        j = np.searchsorted(row, t)
-        out[i] = j < row.size and row[j] == t
-    return out
+    """Whether each ``target`` id lies in the pool of its ``anchor`` (CSR pools, any order within a row)."""
+    n = int(max(indices.max(initial=0), target.max(initial=0))) + 1
+    rows = np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+    return np.isin(anchor * n + target, rows * n + indices)
 
 
 def pool_stats(train, held_out, n_ent, n_rel, chained, seed):
@@ -63,8 +59,6 @@ def pool_stats(train, held_out, n_ent, n_rel, chained, seed):
         torch.as_tensor(train), n_ent, n_rel, generator=torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - t0
     indptr, indices = sampler.pool_indptr_.numpy(), sampler.pool_indices_.numpy()
-    # the capped pools are not sorted within a row; sort for the membership test
-    indices = np.concatenate([np.sort(indices[a:b]) for a, b in zip(indptr[:-1], indptr[1:])])
     size = np.diff(indptr)
     degree = np.bincount(np.r_[train[:, 0], train[:, 2]], minlength=n_ent)
     tail = in_pool(indptr, indices, held_out[:, 0], held_out[:, 2])
