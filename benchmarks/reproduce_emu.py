@@ -110,7 +110,8 @@ REFERENCE_SAMPLING = {"neg_chunk_size": 1, "emu_masks": "independent"}
 METHODS.update({f"{m}_ref": {**METHODS[m], **REFERENCE_SAMPLING}
                 for m in ("uni_emu", "san_emu", "uni_emu_t12", "uni_emu_script")})
 #: SAN with the pools the reference builds (chained random walks: a walk starts from the previous walk's
-#: endpoint, ALGORITHMS.md §9.2), which the paper's SAN rows used; plain 'san' restarts every walk at the entity
+#: endpoint, ALGORITHMS.md §9.2), which the paper's SAN rows used; plain 'san*' methods restart every walk at
+#: the entity
 CHAINED_WALKS = ("san_chained", "san_emu_chained", "san_emu_script_chained")
 METHODS.update({m: METHODS[m[:-len("_chained")]] for m in CHAINED_WALKS})
 #: methods that take the paper's Table 5 (7 for HAKE) EMU values
@@ -192,10 +193,12 @@ def estimator_params(c):
         # the paper's Table 5 (7 for HAKE) values, named: 'auto' has since moved to the scripts' setting
         # for DistMult and ComplEx, and these cells reproduce the tables
         params.update(EMU_PRESETS["table5"][c["model"]])
-    if c["method"] in CHAINED_WALKS:
+    if params["sampler"] == "san":
         from kgestimator.samplers import SANSampler
 
-        params["sampler"] = SANSampler(legacy_chained_walks=True)
+        # the method names fix the walks, whatever the sampler's default: plain 'san*' restarted
+        # (the SANS paper's description), '*_chained' the reference code's walker
+        params["sampler"] = SANSampler(walks="chained" if c["method"] in CHAINED_WALKS else "restarted")
     return params
 
 

@@ -1,8 +1,8 @@
 """SAN's candidate pools with restarted against chained random walks (BENCHMARKS.md §8).
 
 The EMU paper's SAN rows used the reference code's walks, which do not restart:
-each walk continues from the previous walk's endpoint. The library restarts
-every walk from the entity (``legacy_chained_walks=False``). This script builds
+each walk continues from the previous walk's endpoint (``walks='chained'``); the
+SANS paper restarts every walk from the entity (``walks='restarted'``). This script builds
 both kinds of pool on a dataset's training graph with the sampler's defaults
 (3-step walks, 1,000 walks, at most 1,000 ids a pool) and prints, for each:
 
@@ -55,7 +55,7 @@ def pool_stats(train, held_out, n_ent, n_rel, chained, seed):
     from kgestimator.samplers import SANSampler
 
     t0 = time.perf_counter()
-    sampler = SANSampler(legacy_chained_walks=chained).fit(
+    sampler = SANSampler(walks="chained" if chained else "restarted").fit(
         torch.as_tensor(train), n_ent, n_rel, generator=torch.Generator().manual_seed(seed))
     seconds = time.perf_counter() - t0
     indptr, indices = sampler.pool_indptr_.numpy(), sampler.pool_indices_.numpy()
@@ -65,6 +65,7 @@ def pool_stats(train, held_out, n_ent, n_rel, chained, seed):
     head = in_pool(indptr, indices, held_out[:, 2], held_out[:, 0])
     # a pool of the same size drawn uniformly holds a given answer with probability size / n_entities
     chance = np.r_[size[held_out[:, 0]], size[held_out[:, 2]]].mean() / n_ent
+    # the key of the records committed before SANSampler had `walks`
     return {"legacy_chained_walks": chained, "build_seconds": seconds,
             "pool_size_mean": float(size.mean()), "pool_size_median": float(np.median(size)),
             "member_degree_mean": float(degree[indices].mean()), "entity_degree_mean": float(degree.mean()),
@@ -87,7 +88,7 @@ def main():
     for chained in (False, True):
         r = pool_stats(train, held_out, n_ent, n_rel, chained, args.seed)
         rows.append(r)
-        print(f"legacy_chained_walks={chained}: pool {r['pool_size_mean']:.0f} entities on average "
+        print(f"walks={'chained' if chained else 'restarted'}: pool {r['pool_size_mean']:.0f} entities on average "
               f"(median {r['pool_size_median']:.0f}); members' mean degree {r['member_degree_mean']:.0f} "
               f"(all entities {r['entity_degree_mean']:.0f}); held-out answers in the kept entity's pool "
               f"{r['held_out_answers_in_pool']:.1%} (a uniform pool of the same size: "

@@ -121,7 +121,13 @@ def _rebuild(cls, meta, state, device):
     if unknown:
         raise ValueError(f"unknown parameters {unknown} (written by a newer kgestimator?)")
     if isinstance(params["sampler"], dict):
-        params["sampler"] = SAMPLERS[params["sampler"]["name"]](**params["sampler"]["params"])
+        name, sampler_params = params["sampler"]["name"], dict(params["sampler"]["params"])
+        legacy = sampler_params.pop("legacy_chained_walks", None) if name == "san" else None
+        if legacy is not None:
+            # written before SANSampler had `walks`: the deprecated flag was always stored, and
+            # the walks it trained with are kept, without the deprecation warning
+            sampler_params["walks"] = "chained" if legacy else "restarted"
+        params["sampler"] = SAMPLERS[name](**sampler_params)
     est = cls(**params)
     est._check_params()
     est.entities_ = _labels_from_json(meta["entities"], "entities")

@@ -40,7 +40,7 @@ def test_san_random_walks_restart_from_the_entity():
     # on a path graph a k-step walk from e ends at distance k, k-2, ... from e
     # (same parity as k); with proper restarts nothing lies further than k away
     k = 2
-    s = SANSampler(k_hop=k, n_random_walks=200).fit(_path(30), 30, 1, generator=_gen())
+    s = SANSampler(k_hop=k, n_random_walks=200, walks="restarted").fit(_path(30), 30, 1, generator=_gen())
     for e in range(30):
         pool = set(s.pool(e).tolist())
         reachable = {v for v in range(30) if abs(v - e) <= k and (abs(v - e) - k) % 2 == 0}
@@ -50,12 +50,21 @@ def test_san_random_walks_restart_from_the_entity():
     assert set(s.pool(15).tolist()) == {13, 15, 17}
 
 
-def test_san_legacy_chained_walks_drift_beyond_k():
+def test_san_chained_walks_are_the_default_and_drift_beyond_k():
     k = 2
-    s = SANSampler(k_hop=k, n_random_walks=200, legacy_chained_walks=True).fit(
-        _path(30), 30, 1, generator=_gen())
+    s = SANSampler(k_hop=k, n_random_walks=200).fit(_path(30), 30, 1, generator=_gen())
     far = max(max(abs(v - e) for v in s.pool(e).tolist()) for e in range(30))
     assert far > 3 * k
+
+
+@pytest.mark.parametrize("legacy, walks", [(True, "chained"), (False, "restarted")])
+def test_san_deprecated_legacy_flag_overrides_walks_with_a_warning(legacy, walks):
+    other = {"chained": "restarted", "restarted": "chained"}[walks]
+    with pytest.warns(FutureWarning, match="legacy_chained_walks.*deprecated.*walks="):
+        old = SANSampler(k_hop=2, n_random_walks=50, walks=other, legacy_chained_walks=legacy).fit(
+            _path(30), 30, 1, generator=_gen())
+    new = SANSampler(k_hop=2, n_random_walks=50, walks=walks).fit(_path(30), 30, 1, generator=_gen())
+    assert torch.equal(old.pool_indptr_, new.pool_indptr_) and torch.equal(old.pool_indices_, new.pool_indices_)
 
 
 def test_san_pools_are_capped():
@@ -95,6 +104,8 @@ def test_san_isolated_anchor_gets_uniform_negatives():
 @pytest.mark.parametrize("params, name", [
     (dict(k_hop=0), "k_hop"), (dict(n_random_walks=-1), "n_random_walks"),
     (dict(max_candidates=0), "max_candidates"), (dict(k_hop=2.5), "k_hop"),
+    (dict(walks="restart"), "walks"), (dict(walks=True), "walks"),
+    (dict(legacy_chained_walks="yes"), "legacy_chained_walks"),
 ])
 def test_san_validates_parameters(params, name):
     with pytest.raises(ValueError, match=name):

@@ -206,3 +206,26 @@ def test_fuzz_crafted_but_signed_files(saved, tmp_path_factory, edits, param, me
     target = tmp_path_factory.mktemp("crafted") / "model.kge"
     torch.save(payload, target)
     _assert_usable_or_refused(target, test)
+
+
+@pytest.mark.parametrize("legacy, walks", [(False, "restarted"), (True, "chained")])
+def test_a_file_from_before_san_walks_loads_with_the_walks_it_trained_with(kg, tmp_path, legacy, walks):
+    from kgestimator.samplers import SANSampler
+
+    est = KGEmbedder(**{**FAST, "n_epochs": 1}, sampler=SANSampler(n_random_walks=5, walks=walks),
+                     random_state=0).fit(kg.train)
+    est.save(tmp_path / "new.kge")
+    payload = torch.load(tmp_path / "new.kge", weights_only=True)
+    meta = json.loads(payload["metadata"])
+    sampler_params = meta["params"]["sampler"]["params"]
+    # what an older kgestimator wrote: the flag, always, and no `walks`
+    del sampler_params["walks"]
+    sampler_params["legacy_chained_walks"] = legacy
+    payload["metadata"] = json.dumps(meta)
+    _resign(payload)
+    torch.save(payload, tmp_path / "old.kge")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = KGEmbedder.load(tmp_path / "old.kge")
+    assert loaded.sampler.walks == walks and loaded.sampler.legacy_chained_walks is None
+    np.testing.assert_allclose(loaded.score(kg.test[:20]), est.score(kg.test[:20]))

@@ -13,10 +13,14 @@ Two ways to build the pools:
   sparse products over blocks of rows so memory stays bounded;
 * ``n_random_walks > 0`` (RW-SANS, the EMU paper's setting: k=3, 1000 walks):
   the distinct endpoints of ``n_random_walks`` walks of exactly ``k_hop`` steps.
-  Every walk restarts from the entity. The reference code does not reset the
-  walker's neighbour list between walks, so from the second walk on each walk
-  continues from the previous endpoint (docs/algorithms.md §7.1);
-  ``legacy_chained_walks=True`` reproduces that.
+  ``walks='chained'`` (the default) is the reference code's walker, which does not
+  reset its neighbour list between walks, so from the second walk on each walk
+  continues from the previous endpoint (docs/algorithms.md §7.1); it is what the
+  EMU paper's SAN rows used. ``walks='restarted'`` starts every walk at the entity,
+  the method as the SANS paper describes it. Restarted pools are local, so on
+  sparse graphs they hold most held-out answers, which SAN (filtering against
+  training only) then trains as negatives; chained pools do not, and train
+  better models on every graph measured (BENCHMARKS.md §4).
 
 Pools larger than ``max_candidates`` keep a uniform random subset. Entities
 without neighbours (absent from training) have empty pools and get uniform
@@ -27,10 +31,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._utils import check_number
+from .._utils import check_bool, check_choice, check_number, warn_at_caller
 from ..filtering import TripleSet
 from ._uniform import UniformSampler
 
+#: the ``walks`` options of :class:`SANSampler`
+WALKS = ("chained", "restarted")
 #: nonzeros allowed in one block of the exact k-hop computation (rows x entities)
 _BLOCK_CELLS = 1 << 24
 
@@ -156,8 +162,13 @@ class SANSampler(UniformSampler):
     max_rounds : int, default=10
         Redraw rounds for candidates that are known triples; what is left after
         them (a pool of true answers only, and unlucky uniform draws) is kept.
-    legacy_chained_walks : bool, default=False
-        Reproduce the reference's walks that do not restart (see module notes).
+    walks : {'chained', 'restarted'}, default='chained'
+        How the random walks of a pool start: each from the previous walk's endpoint
+        (``'chained'``, the reference code's walker and the EMU paper's setting) or each
+        from the entity (``'restarted'``, the SANS paper's description). See the module notes.
+    legacy_chained_walks : bool, default=None
+        Deprecated, use ``walks``: ``True`` is ``walks='chained'``, ``False`` is
+        ``walks='restarted'``. When set it overrides ``walks``.
     """
 
     shares_negatives = False
@@ -166,12 +177,23 @@ class SANSampler(UniformSampler):
     emu_reuses_draw = True
 
     def __init__(self, k_hop=3, n_random_walks=1000, max_candidates=1000, max_rounds=10,
-                 legacy_chained_walks=False):
+                 walks="chained", legacy_chained_walks=None):
         self.k_hop = k_hop
         self.n_random_walks = n_random_walks
         self.max_candidates = max_candidates
         self.max_rounds = max_rounds
+        self.walks = walks
         self.legacy_chained_walks = legacy_chained_walks
+
+    def _chained(self):
+        """Whether the walks chain, from ``walks`` or the deprecated ``legacy_chained_walks``."""
+        if self.legacy_chained_walks is not None:
+            check_bool("legacy_chained_walks", self.legacy_chained_walks, owner=type(self).__name__)
+            warn_at_caller("SANSampler(legacy_chained_walks=...) is deprecated; use walks='chained' or "
+                           "walks='restarted'.", FutureWarning)
+            return bool(self.legacy_chained_walks)
+        check_choice("walks", self.walks, WALKS, owner=type(self).__name__)
+        return self.walks == "chained"
 
     def _validate(self):
         owner = type(self).__name__
@@ -182,11 +204,12 @@ class SANSampler(UniformSampler):
 
     def fit(self, triples, n_entities, n_relations, generator=None):
         self._validate()
+        chained = self._chained()
         super().fit(triples, n_entities, n_relations)
         adj = undirected_adjacency(triples, self.n_entities_)
         if self.n_random_walks > 0:
             indptr, indices = random_walk_pools(adj, self.k_hop, self.n_random_walks, self.max_candidates,
-                                                generator, chained=self.legacy_chained_walks)
+                                                generator, chained=chained)
         else:
             rng = np.random.default_rng(_seed_from(generator))
             indptr, indices = khop_pools(adj, self.k_hop, self.max_candidates, rng)
