@@ -88,11 +88,21 @@ def run(args):
 
 
 def _uniform_reference(dataset, model, emu):
-    """Test MRRs of the uniform sampler's cells at the same defaults (``emu_defaults.py``), if run."""
-    pattern = os.path.join(HERE, "results", "emu_defaults", f"{dataset}__{model}__{emu}__seed*.json")
-    # the library's defaults only: other configurations carry a suffix after the seed
-    return [json.load(open(f))["test"]["mrr"] for f in sorted(glob.glob(pattern))
-            if re.search(r"__seed\d+\.json$", f)]
+    """Test MRRs of the uniform sampler's cells at the same defaults (``emu_defaults.py``), if run.
+
+    An ``'auto'`` cell may be stored under the named setting it resolves to (``scripts``, ...).
+    """
+    import emu_defaults
+
+    twins = [s for s in emu_defaults.SETTINGS if emu_defaults.concrete(model, s) == emu_defaults.concrete(model, emu)]
+    for setting in [emu] + [s for s in twins if s != emu]:
+        pattern = os.path.join(HERE, "results", "emu_defaults", f"{dataset}__{model}__{setting}__seed*.json")
+        # the library's defaults only: other configurations carry a suffix after the seed
+        found = [json.load(open(f))["test"]["mrr"] for f in sorted(glob.glob(pattern))
+                 if re.search(r"__seed\d+\.json$", f)]
+        if found:
+            return found
+    return []
 
 
 def _fmt(values):

@@ -47,3 +47,19 @@ def test_the_sparse_check_graph_has_local_restarted_pools():
     restarted, chained = record["rows"]
     assert restarted["pool_size_mean"] < 0.1 * record["n_entities"]
     assert chained["pool_size_mean"] > 2 * restarted["pool_size_mean"]
+
+
+def test_uniform_reference_reads_an_auto_cell_stored_under_its_named_twin(tmp_path, monkeypatch):
+    import emu_defaults
+
+    monkeypatch.setattr(san_walks, "HERE", str(tmp_path))
+    folder = tmp_path / "results" / "emu_defaults"
+    folder.mkdir(parents=True)
+    twin = next(s for s in emu_defaults.SETTINGS
+                if s != "auto" and emu_defaults.concrete("distmult", s) == emu_defaults.concrete("distmult", "auto"))
+    for name, mrr in ((f"g__distmult__{twin}__seed0.json", 0.5), (f"g__distmult__{twin}__seed0__demo.json", 0.9),
+                      ("g__distmult__off__seed0.json", 0.3)):
+        (folder / name).write_text(json.dumps({"test": {"mrr": mrr}}))
+    assert san_walks._uniform_reference("g", "distmult", "auto") == [0.5]
+    assert san_walks._uniform_reference("g", "distmult", "off") == [0.3]
+    assert san_walks._uniform_reference("other", "distmult", "off") == []
