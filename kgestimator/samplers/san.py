@@ -20,7 +20,7 @@ Two ways to build the pools:
   the method as the SANS paper describes it. Restarted pools are local, so on
   sparse graphs they hold most held-out answers, which SAN (filtering against
   training only) then trains as negatives; chained pools do not, and train
-  better models on every graph measured (BENCHMARKS.md §4).
+  better models on every graph measured where the two pools differ (BENCHMARKS.md §4).
 
 Pools larger than ``max_candidates`` keep a uniform random subset. Entities
 without neighbours (absent from training) have empty pools and get uniform
