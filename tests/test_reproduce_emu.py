@@ -104,6 +104,24 @@ def test_budget_rows_average_seeds_per_budget_and_judge_the_largest():
     assert "0.305 ± 0.007 (2 seeds)" in table
 
 
+def test_budget_rows_judge_hake_on_hits_at_10_where_the_paper_mrr_is_illegible():
+    # Table 9 prints WN18RR HAKE's Hits@10 (0.487 uniform, 0.526 with EMU) but not its MRR
+    results = {"uni": (0.45, 0.49), "uni_emu": (0.46, 0.50)}
+
+    def get(d, m, meth, seed, budget):
+        if (d, m, seed, budget) != ("WN18RR", "hake", 0, 30000) or meth not in results:
+            return None
+        mrr, hits10 = results[meth]
+        return {"test": {"mrr": mrr, "hits@10": hits10}}
+
+    rows = reproduce_emu.budget_rows(get, ["WN18RR"], ["hake"], [0])
+    assert [(r["method"], r["paper"], r["paper_hits10"], r["verdict"]) for r in rows] == [
+        ("uni", None, 0.487, "reproduced on Hits@10 (at 30k)"),
+        ("uni_emu", None, 0.526, "short by 0.026 on Hits@10 (at 30k)")]
+    table = "\n".join(reproduce_emu._budget_table(rows))
+    assert "| WN18RR | hake | uni | – | 0.450 | – | – (Hits@10 0.487) | reproduced on Hits@10 (at 30k) |" in table
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not _nations_available(), reason="../shared/datasets/nations not found (set KGESTIMATOR_DATA)")
 def test_cells_resume_and_feed_figures_and_report(tmp_path):
