@@ -116,7 +116,7 @@ CHAINED_WALKS = ("san_chained", "san_emu_chained", "san_emu_script_chained")
 METHODS.update({m: METHODS[m[:-len("_chained")]] for m in CHAINED_WALKS})
 #: methods that take the paper's Table 5 (7 for HAKE) EMU values
 TABLE5_METHODS = ("uni_emu", "san_emu", "uni_emu_ref", "san_emu_ref", "san_emu_chained")
-#: the best-performing alternative to the 'auto' (Table 5) EMU setting, per model, in the headline plot
+#: the best-performing alternative to the Table 5 EMU setting, per model, in the headline plot
 EMU_ALT = {"distmult": "uni_emu_t12", "complex": "uni_emu_script"}
 #: the candidate EMU settings of docs/algorithms.md §5.9, compared in the report
 EMU_SETTINGS = ("uni_emu", "uni_emu_t12", "uni_emu_script")
@@ -365,7 +365,7 @@ def figures(args):
         print(f"{path} not found: Fig. 3 and 4 skipped (rerun that cell with --force to draw them)",
               file=sys.stderr)
     histories = {}
-    for method, label in (("uni", "uniform"), ("uni_emu", "EMU, Table 5 ('auto')"),
+    for method, label in (("uni", "uniform"), ("uni_emu", "EMU, Table 5"),
                           ("uni_emu_t12", "EMU, Table 12 setting")):
         rec = _load(cell(name, "distmult", method, 100, args.seeds[0], steps))
         if rec is not None:
@@ -431,7 +431,7 @@ def _headline(plt, args):
     fig, ax = plt.subplots(figsize=(1.4 * len(rows) + 2, 3.8))
     x = np.arange(len(rows))
     ax.bar(x - 0.27, [r[1] for r in rows], 0.27, label="uniform")
-    ax.bar(x, [r[2] for r in rows], 0.27, label="+ EMU, Table 5 values ('auto')")
+    ax.bar(x, [r[2] for r in rows], 0.27, label="+ EMU, Table 5 values")
     ax.bar(x + 0.27, [r[3] for r in rows], 0.27, label="+ EMU, alpha 0.11 / beta 0.53 (scripts, Table 12)")
     ax.set_xticks(x, [r[0] for r in rows], fontsize="small")
     ax.set_ylabel("filtered test MRR")
