@@ -104,6 +104,23 @@ def test_budget_rows_average_seeds_per_budget_and_judge_the_largest():
     assert "0.305 ± 0.007 (2 seeds)" in table
 
 
+def test_phase_table_says_which_half_of_the_schedule_holds_the_best_validation():
+    def rec(method, curve):
+        history = [{"epoch": i + 1, "step": step, "loss": 1.0, **({} if v is None else {"valid_mrr": v})}
+                   for i, (step, v) in enumerate(curve)]
+        return {"cell": reproduce_emu.cell("WN18RR", "hake", method, steps=30000), "history": history}
+
+    # switch to Adam after step 15,000: the baseline peaks before it, the EMU cell after it
+    uni = rec("uni", [(957, 0.38), (14355, 0.41), (15000, None), (15312, 0.32), (30000, 0.20)])
+    emu = rec("uni_emu", [(957, 0.30), (14355, 0.40), (29667, 0.43), (30000, 0.42)])
+    assert reproduce_emu.schedule_phases(uni) == {"adagrad": 0.41, "adam": 0.32, "last": 0.20}
+    assert reproduce_emu.schedule_phases(emu) == {"adagrad": 0.40, "adam": 0.43, "last": 0.42}
+    lines = reproduce_emu._phase_table([uni, emu])
+    assert lines[2] == "| WN18RR | hake | uni | 0 | 30,000 | 0.410 | 0.320 | 0.200 | Adagrad half |"
+    assert lines[3] == "| WN18RR | hake | uni_emu | 0 | 30,000 | 0.400 | 0.430 | 0.420 | Adam half |"
+    assert lines[-1] == "The Adam half holds the best validation MRR in 1 of 2 cells."
+
+
 def test_budget_rows_judge_hake_on_hits_at_10_where_the_paper_mrr_is_illegible():
     # Table 9 prints WN18RR HAKE's Hits@10 (0.487 uniform, 0.526 with EMU) but not its MRR
     results = {"uni": (0.45, 0.49), "uni_emu": (0.46, 0.50)}
