@@ -510,21 +510,19 @@ def budget_rows(get, datasets, models, seeds, methods=("uni", *EMU_SETTINGS, *RE
     for d in datasets:
         for m in models:
             for meth in methods:
-                curve = {}
+                tests = {}  # budget -> the test metrics of every seed that ran it
                 for budget in BUDGETS:
-                    mrrs = [rec["test"]["mrr"] for seed in seeds
-                            if (rec := get(d, m, meth, seed=seed, budget=budget)) is not None]
-                    if mrrs:
-                        curve[budget] = mrrs
+                    got = [rec["test"] for seed in seeds if (rec := get(d, m, meth, seed=seed, budget=budget)) is not None]
+                    if got:
+                        tests[budget] = got
+                curve = {budget: [t["mrr"] for t in got] for budget, got in tests.items()}
                 if not curve:
                     continue
                 paper, paper_hits10 = PAPER_T8.get((d, m), {}).get(paper_method(meth), (None, None))
                 judged = verdict(curve[max(curve)], paper)
                 if paper is None and paper_hits10 is not None:
                     # Table 9's HAKE MRRs are illegible in the paper's text, its Hits@10 are not
-                    hits10 = [rec["test"]["hits@10"] for seed in seeds
-                              if (rec := get(d, m, meth, seed=seed, budget=max(curve))) is not None]
-                    judged = verdict(hits10, paper_hits10) + " on Hits@10"
+                    judged = verdict([t["hits@10"] for t in tests[max(curve)]], paper_hits10) + " on Hits@10"
                 if max(curve) < BUDGETS[-1] and (paper, paper_hits10) != (None, None):
                     judged += f" (at {max(curve) // 1000}k)"  # the paper's figure is a 100k-step one
                 rows.append({"dataset": d, "model": m, "method": meth, "curve": curve, "paper": paper,
@@ -544,7 +542,7 @@ def _budget_table(rows):
              "|---|---|---|" + "---|" * len(BUDGETS) + "---|---|"]
     for r in rows:
         paper = (f"{r['paper']:.3f}" if r["paper"] is not None
-                 else f"– (Hits@10 {r['paper_hits10']:.3f})" if r.get("paper_hits10") is not None else "–")
+                 else f"– (Hits@10 {r['paper_hits10']:.3f})" if r["paper_hits10"] is not None else "–")
         lines.append(f"| {r['dataset']} | {r['model']} | {r['method']} | "
                      + " | ".join(cellfmt(r["curve"].get(b)) for b in BUDGETS) + f" | {paper} | {r['verdict']} |")
     return lines
